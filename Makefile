@@ -1,0 +1,53 @@
+# Everything a developer or CI needs; `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv lint format typecheck unit test chaos bench demo control-plane-up control-plane-down binaries clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## create .venv with the project and its test dependencies
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix operator tests
+	$(VENV)/bin/ruff format operator tests
+
+typecheck: $(STAMP) ## mypy --strict
+	$(VENV)/bin/mypy
+
+binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
+	hack/control-plane build
+
+unit: $(STAMP) ## fast hermetic unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test: $(STAMP) lint typecheck binaries ## everything: lint, types, unit and real-API-server tests
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+chaos: $(STAMP) binaries ## the long fault-injection variants
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+control-plane-up: binaries ## start etcd + kube-apiserver on loopback
+	hack/control-plane up
+
+control-plane-down: ## stop them
+	hack/control-plane down
+
+clean: ## remove the virtualenv and caches inside the repository
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

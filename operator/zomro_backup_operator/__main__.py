@@ -1,0 +1,3 @@
+from zomro_backup_operator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Client for Zomro's BILLmanager API. Knows HTTP and Zomro, nothing of Kubernetes."""

@@ -1,0 +1,109 @@
+"""Typed values exchanged with Zomro, and the provider's own validation rules."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+MAX_NAME_LENGTH = 60
+"""Zomro's panel allows 100 characters but Fleio's model behind it holds 60: 60 is safe either way."""
+
+_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Weekday(enum.IntEnum):
+    """A day as Zomro numbers it: the week starts on Sunday = 0."""
+
+    SUNDAY = 0
+    MONDAY = 1
+    TUESDAY = 2
+    WEDNESDAY = 3
+    THURSDAY = 4
+    FRIDAY = 5
+    SATURDAY = 6
+
+    @property
+    def title(self) -> str:
+        """The English name Zomro prints and the CRD uses, e.g. ``Monday``."""
+        return self.name.capitalize()
+
+    @classmethod
+    def from_name(cls, name: str) -> Weekday:
+        """Parse an English day name, case-insensitively; raise ValueError otherwise."""
+        try:
+            return cls[name.strip().upper()]
+        except KeyError:
+            raise ValueError(f"not a day name: {name!r}") from None
+
+
+def parse_days(text: str) -> frozenset[Weekday]:
+    """Parse Zomro's listing form, e.g. ``"Monday Tuesday Wednesday "`` (any order, any spacing)."""
+    return frozenset(Weekday.from_name(word) for word in text.split())
+
+
+def format_days(days: Iterable[Weekday]) -> str:
+    """Zomro's request form: comma-joined day numbers in week order, e.g. ``"1,2,3"``."""
+    return ",".join(str(int(day)) for day in sorted(set(days)))
+
+
+def validate_time(value: str) -> str:
+    """Check Zomro's ``HH:MM`` 24-hour format; raise ValueError otherwise."""
+    if not _TIME_RE.fullmatch(value):
+        raise ValueError(f"time must be HH:MM on a 24-hour clock, got {value!r}")
+    return value
+
+
+def validate_name(value: str) -> str:
+    """Check the schedule name fits what Zomro stores; raise ValueError otherwise."""
+    if not 1 <= len(value) <= MAX_NAME_LENGTH:
+        raise ValueError(f"name must be 1-{MAX_NAME_LENGTH} characters, got {len(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """What a schedule should be: the three fields Zomro lets us set."""
+
+    name: str
+    days: frozenset[Weekday]
+    time: str
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        validate_time(self.time)
+        if not self.days:
+            raise ValueError("at least one day is required")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule as Zomro lists it."""
+
+    id: str
+    instance_id: str
+    name: str
+    days: frozenset[Weekday]
+    time: str
+    server_name: str | None = None
+    create_date: datetime.date | None = None
+
+    @property
+    def spec(self) -> ScheduleSpec:
+        return ScheduleSpec(name=self.name, days=self.days, time=self.time)
+
+    def matches(self, spec: ScheduleSpec) -> bool:
+        """True when Zomro holds exactly this spec."""
+        return (self.name, self.days, self.time) == (spec.name, spec.days, spec.time)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A VPS instance of the account."""
+
+    id: str
+    name: str
+    ip: str | None = None
+    status: str | None = None
