@@ -34,8 +34,17 @@ class SessionExpiredError(ZomroError):
     retryable = True
 
 
+class TokenExpiredError(AuthenticationError, SessionExpiredError):
+    """The session id given as a token no longer works. The client cannot renew it: a person must.
+
+    It is both an authentication failure and an expired session, so either ``except`` catches it.
+    """
+
+    retryable = False
+
+
 class AccessDeniedError(ZomroError):
-    """The account may not touch this object, e.g. an instance that is not its own or does not exist."""
+    """The account may not touch this object, e.g. an instance not its own or that is unknown."""
 
 
 class NotFoundError(ZomroError):
@@ -100,4 +109,17 @@ class UnknownOutcomeError(ZomroError):
 
 
 class AmbiguousResultError(ZomroError):
-    """A create succeeded but several schedules carry its name, so its id cannot be told."""
+    """A create succeeded but several schedules carry its name, so its id cannot be told.
+
+    ``candidate_ids`` lists the schedules that could be the new one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        candidate_ids: tuple[str, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.candidate_ids = candidate_ids

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAX_NAME_LENGTH = 60
-"""Zomro's panel allows 100 characters but Fleio's model behind it holds 60: 60 is safe either way."""
+"""Zomro's panel allows 100 characters but Fleio's model behind it holds 60: safe either way."""
 
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 

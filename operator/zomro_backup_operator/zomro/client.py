@@ -1,0 +1,539 @@
+"""The async Zomro API client: sessions, rate limit, retries and the schedule operations.
+
+One client per credential set, shared by every caller using that set: it holds the session, the
+rate limiter and the throttle pause, so all of them apply to the account as Zomro sees it.
+
+Reads retry retryable errors with capped exponential backoff and full jitter. Writes are sent at
+most once (plus one repeat after a refused, expired session, which Zomro did not apply): when their
+outcome is unknown they raise :class:`UnknownOutcomeError` and the caller looks before it leaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+import httpx
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from zomro_backup_operator.zomro import wire
+from zomro_backup_operator.zomro.credentials import AuthMode, Credentials
+from zomro_backup_operator.zomro.errors import (
+    AccessDeniedError,
+    AmbiguousResultError,
+    InvalidValueError,
+    LoginTemporarilyBlockedError,
+    NotFoundError,
+    ServerError,
+    ThrottledError,
+    TokenExpiredError,
+    UnknownOutcomeError,
+    ZomroConnectionError,
+    ZomroError,
+    ZomroTimeoutError,
+)
+from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec, format_days
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL: Final = "https://api.zomro.com/"
+
+FUNC_AUTH: Final = "auth"
+FUNC_INSTANCES: Final = "instances"
+FUNC_SCHEDULES: Final = "instances.fleio_bckps.schedule"
+FUNC_SCHEDULE_EDIT: Final = "instances.fleio_bckps.schedule.edit"
+FUNC_SCHEDULE_DELETE: Final = "instances.fleio_bckps.schedule.delete"
+
+RequestHook = Callable[[str, str, float], None]
+"""Called after every HTTP request with (func, outcome, seconds); outcome is ``ok`` or an error
+class name, so it suits a metrics label."""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Tuning of one client; the defaults are gentle on Zomro."""
+
+    timeout: float = 30.0
+    max_requests_per_second: float = 5.0
+    max_in_flight: int = 1
+    read_attempts: int = 4
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_response_bytes: int = wire.MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.max_requests_per_second <= 0:
+            raise ValueError("timeout and max_requests_per_second must be positive")
+        if self.max_in_flight < 1 or self.read_attempts < 1:
+            raise ValueError("max_in_flight and read_attempts must be at least 1")
+        if self.backoff_initial < 0 or self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff needs 0 <= backoff_initial <= backoff_max")
+        if self.max_response_bytes < 1024:
+            raise ValueError("max_response_bytes must be at least 1024")
+
+
+@dataclass
+class _Session:
+    """The current session id. Not a frozen value: never printed, compared by identity."""
+
+    sid: str
+
+    def __repr__(self) -> str:
+        return "_Session(<redacted>)"
+
+
+class ZomroClient:
+    """Typed access to Zomro's backup schedules for one credential set."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        options: ClientOptions | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_request: RequestHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._credentials = credentials
+        self._options = options or ClientOptions()
+        self._sleep = sleep
+        self._clock = clock
+        self._on_request = on_request
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            timeout=httpx.Timeout(self._options.timeout),
+            follow_redirects=False,
+            # Identity keeps a compressed body from inflating past the size cap in one chunk.
+            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+        )
+        # Capacity 1: requests are spaced evenly, never sent in bursts.
+        self._limiter = AsyncLimiter(1, 1.0 / self._options.max_requests_per_second)
+        self._in_flight = asyncio.Semaphore(self._options.max_in_flight)
+        self._login_lock = asyncio.Lock()
+        self._session: _Session | None = None
+        if credentials.mode is AuthMode.TOKEN and credentials.token:
+            self._session = _Session(credentials.token)
+        self._retired_sids: list[str] = []
+        self._paused_until = 0.0
+        self._throttle_streak = 0
+        self._known_ids: dict[str, frozenset[str]] = {}
+
+    def __repr__(self) -> str:
+        url = self._http.base_url.copy_with(username=None, password=None, query=None)
+        return (
+            f"ZomroClient(base_url={str(url)!r}, credentials={self._credentials.fingerprint}, "
+            f"mode={self._credentials.mode.value})"
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """The credential set this client serves, as a non-secret id."""
+        return self._credentials.fingerprint
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ZomroClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def list_instances(self) -> list[Instance]:
+        """The account's VPS instances."""
+        doc = await self._read(FUNC_INSTANCES, {})
+        return wire.parse_instances(doc)
+
+    async def list_schedules(self, instance_id: str) -> list[Schedule]:
+        """All backup schedules of one instance (an unknown or foreign instance: access denied)."""
+        doc = await self._read(FUNC_SCHEDULES, {"elid": instance_id})
+        schedules = wire.parse_schedules(doc, instance_id=instance_id)
+        # Remembered so that a create can tell its own new row from rows that were there before.
+        self._known_ids[instance_id] = frozenset(schedule.id for schedule in schedules)
+        return schedules
+
+    async def get_schedule(self, instance_id: str, schedule_id: str) -> Schedule | None:
+        """One schedule, found by listing (Zomro has no single-schedule read); None if absent."""
+        for schedule in await self.list_schedules(instance_id):
+            if schedule.id == schedule_id:
+                return schedule
+        return None
+
+    async def create_schedule(self, instance_id: str, spec: ScheduleSpec) -> Schedule:
+        """Create a schedule and return it with its new id.
+
+        Costs one write and, when Zomro's answer carries no id, one list. Ids seen by the last
+        listing of this instance are excluded when matching by name.
+        """
+        known_before = self._known_ids.get(instance_id)
+        doc = await self._write(
+            FUNC_SCHEDULE_EDIT,
+            {
+                "plid": instance_id,
+                "name": spec.name,
+                "rotation_days": format_days(spec.days),
+                "rotation_time": spec.time,
+                "sok": "ok",
+            },
+        )
+        try:
+            new_id = wire.parse_created_id(doc)
+        except ZomroError as exc:
+            raise UnknownOutcomeError(
+                f"{FUNC_SCHEDULE_EDIT}: applied, but the new id in the answer is unreadable; "
+                "list the instance before trying again"
+            ) from exc
+        if new_id is not None:
+            return Schedule(
+                id=new_id, instance_id=instance_id, name=spec.name, days=spec.days, time=spec.time
+            )
+        return await self._find_created(instance_id, spec, known_before)
+
+    async def update_schedule(self, instance_id: str, schedule_id: str, spec: ScheduleSpec) -> None:
+        """Change a schedule in place. A schedule that is gone (confirmed by listing): NotFound."""
+        try:
+            await self._write(
+                FUNC_SCHEDULE_EDIT,
+                {
+                    "elid": schedule_id,
+                    "plid": instance_id,
+                    "name": spec.name,
+                    "rotation_days": format_days(spec.days),
+                    "rotation_time": spec.time,
+                    "sok": "ok",
+                },
+            )
+        except ZomroError as exc:
+            if _may_mean_gone(exc) and await self._confirmed_absent(instance_id, schedule_id):
+                raise NotFoundError(
+                    f"{FUNC_SCHEDULE_EDIT}: schedule {schedule_id} no longer exists"
+                ) from exc
+            raise
+
+    async def delete_schedule(self, instance_id: str, schedule_id: str) -> None:
+        """Delete a schedule. One already gone counts as deleted, once a listing confirms it."""
+        try:
+            await self._write(FUNC_SCHEDULE_DELETE, {"elid": schedule_id})
+        except ZomroError as exc:
+            if _may_mean_gone(exc) and await self._confirmed_absent(instance_id, schedule_id):
+                logger.debug("zomro %s: schedule already gone", FUNC_SCHEDULE_DELETE)
+                return
+            raise
+
+    # --- create and delete helpers --------------------------------------------------------
+
+    async def _find_created(
+        self, instance_id: str, spec: ScheduleSpec, known_before: frozenset[str] | None
+    ) -> Schedule:
+        try:
+            listed = await self.list_schedules(instance_id)
+        except ZomroError as exc:
+            raise UnknownOutcomeError(
+                f"{FUNC_SCHEDULE_EDIT}: applied, but listing to find the new id failed; "
+                "list the instance before trying again"
+            ) from exc
+        candidates = [
+            schedule
+            for schedule in listed
+            if schedule.name == spec.name
+            and (known_before is None or schedule.id not in known_before)
+        ]
+        if len(candidates) > 1:
+            exact = [schedule for schedule in candidates if schedule.matches(spec)]
+            if len(exact) == 1:
+                return exact[0]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise UnknownOutcomeError(
+                f"{FUNC_SCHEDULE_EDIT}: Zomro accepted the create but lists no new schedule "
+                "with its name; list the instance before trying again"
+            )
+        ids = tuple(sorted(schedule.id for schedule in candidates))
+        raise AmbiguousResultError(
+            f"{FUNC_SCHEDULE_EDIT}: created, but {len(ids)} new schedules carry its name "
+            f"(ids {', '.join(ids)})",
+            candidate_ids=ids,
+        )
+
+    async def _confirmed_absent(self, instance_id: str, schedule_id: str) -> bool:
+        """True only when a listing shows the schedule is not there."""
+        try:
+            return await self.get_schedule(instance_id, schedule_id) is None
+        except ZomroError:
+            return False
+
+    # --- reads and writes -----------------------------------------------------------------
+
+    async def _read(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
+        """An idempotent call, retried with capped exponential backoff and full jitter."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._options.read_attempts),
+            wait=self._retry_delay,
+            retry=retry_if_exception(self._worth_retrying),
+            sleep=self._sleep,
+            before_sleep=lambda state: logger.debug(
+                "zomro %s: attempt %d failed, retrying", func, state.attempt_number
+            ),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._call(func, fields, write=False)
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    async def _write(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
+        """A call that changes state: sent once; an unknown outcome raises, never repeats."""
+        doc = await self._call(func, fields, write=True)
+        if not wire.is_acknowledged(doc):
+            raise UnknownOutcomeError(
+                f"{func}: the answer neither confirms nor refuses the change; "
+                "look at Zomro's state before trying again"
+            )
+        return doc
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        if not isinstance(exc, ZomroError) or not exc.retryable:
+            return False
+        # A wait longer than our own longest backoff is the caller's to schedule, not ours.
+        return exc.retry_after is None or exc.retry_after <= self._options.backoff_max
+
+    def _retry_delay(self, state: RetryCallState) -> float:
+        ceiling = min(
+            self._options.backoff_max,
+            self._options.backoff_initial * 2 ** (state.attempt_number - 1),
+        )
+        delay = random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not cryptography
+        exc = state.outcome.exception() if state.outcome is not None else None
+        # Throttles pause the whole client: that pause is waited in _send, not added here.
+        if isinstance(exc, ZomroError) and exc.retry_after is not None and not _pauses(exc):
+            delay = max(delay, exc.retry_after)
+        return delay
+
+    async def _call(self, func: str, fields: Mapping[str, str], *, write: bool) -> wire.Doc:
+        """One logical call on the session, renewing an expired session once."""
+        session, fresh = await self._current_session()
+        doc, info = await self._send(func, {**fields, "auth": session.sid}, write=write)
+        if info is None:
+            return doc
+        if info.is_session_problem:
+            if self._credentials.mode is AuthMode.TOKEN:
+                await self._raise_for_token(func, info)
+            elif not fresh:
+                logger.debug("zomro %s: session refused, logging in again", func)
+                session = await self._renew(session)
+                doc, info = await self._send(func, {**fields, "auth": session.sid}, write=write)
+                if info is None:
+                    return doc
+        raise wire.to_exception(info, func=func)
+
+    async def _raise_for_token(self, func: str, info: wire.ErrorInfo) -> None:
+        """With a token there is nothing to renew: tell an expired token from a real refusal."""
+        if not info.says_expired:
+            probe_session, _ = await self._current_session()
+            _, probe = await self._send(FUNC_INSTANCES, {"auth": probe_session.sid}, write=False)
+            if probe is None:
+                raise wire.to_exception(info, func=func)
+        raise TokenExpiredError(f"{func}: the session token is no longer valid; replace it")
+
+    # --- sessions -------------------------------------------------------------------------
+
+    async def _current_session(self) -> tuple[_Session, bool]:
+        """The session to use, logging in first if there is none; True if it is brand new."""
+        session = self._session
+        if session is not None:
+            return session, False
+        async with self._login_lock:
+            if self._session is not None:
+                return self._session, False
+            self._session = await self._login()
+            return self._session, True
+
+    async def _renew(self, stale: _Session) -> _Session:
+        """Replace a refused session, once for all callers that saw it refused."""
+        async with self._login_lock:
+            if self._session is not None and self._session is not stale:
+                return self._session
+            self._retire(stale)
+            self._session = None
+            self._session = await self._login()
+            return self._session
+
+    async def _login(self) -> _Session:
+        username = self._credentials.username or ""
+        password = self._credentials.password or ""
+        doc, info = await self._send(
+            FUNC_AUTH, {"username": username, "password": password}, write=False
+        )
+        if info is not None:
+            error = wire.to_exception(info, func=FUNC_AUTH)
+            if _pauses(error):
+                self._pause(FUNC_AUTH, error)
+            raise error
+        session = _Session(wire.parse_session_id(doc))
+        logger.debug("zomro %s: new session for %s", FUNC_AUTH, self._credentials.fingerprint)
+        return session
+
+    def _retire(self, session: _Session) -> None:
+        """Keep old session ids a while only so that they can still be redacted."""
+        self._retired_sids = [*self._retired_sids[-3:], session.sid]
+
+    def _redact(self, text: str) -> str:
+        secrets = [*self._credentials.secrets(), *self._retired_sids]
+        if self._session is not None:
+            secrets.append(self._session.sid)
+        for secret in secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "<redacted>")
+        return text
+
+    # --- one HTTP request -----------------------------------------------------------------
+
+    async def _send(
+        self, func: str, fields: Mapping[str, str], *, write: bool
+    ) -> tuple[wire.Doc, wire.ErrorInfo | None]:
+        """One rate-limited, serialised HTTP request: Zomro's ``doc`` and its error, if any.
+
+        Failures below Zomro's document (HTTP status, transport, body) raise here; for a write,
+        those after the request may have been applied raise :class:`UnknownOutcomeError`.
+        """
+        data = {"func": func, "out": "json", "lang": "en", **fields}
+        async with self._in_flight:
+            await self._wait_while_paused()
+            await self._limiter.acquire()
+            started = time.perf_counter()
+            outcome = "interrupted"  # stays so only if the request is cancelled
+            try:
+                doc = await self._exchange(func, data, write=write)
+                info = wire.read_error(doc)
+                if info is not None:
+                    info = info.redacted(self._redact)
+                    outcome = type(wire.to_exception(info, func=func)).__name__
+                else:
+                    outcome = "ok"
+                self._throttle_streak = 0
+                return doc, info
+            except ZomroError as exc:
+                outcome = type(exc).__name__
+                if _pauses(exc):
+                    self._pause(func, exc)
+                raise
+            finally:
+                self._report(func, outcome, time.perf_counter() - started)
+
+    async def _exchange(self, func: str, data: Mapping[str, str], *, write: bool) -> wire.Doc:
+        try:
+            async with asyncio.timeout(self._options.timeout):
+                async with self._http.stream("POST", "", data=data) as response:
+                    error = wire.status_error(response.status_code, response.headers, func=func)
+                    if error is not None:
+                        raise error
+                    body = await self._read_body(response, func)
+            return wire.decode_document(body, func=func)
+        except (ServerError, ZomroTimeoutError) as exc:
+            # A 5xx, a gateway timeout or a garbled answer: the write may have been applied.
+            if write:
+                raise _unknown_outcome(func, "the answer was an error or unreadable") from exc
+            raise
+        except ZomroError:
+            raise
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing was sent, so nothing was applied: safe to report as a plain failure.
+            if isinstance(exc, httpx.ConnectError):
+                raise ZomroConnectionError(f"{func}: cannot connect to Zomro") from None
+            raise ZomroTimeoutError(f"{func}: no connection to Zomro in time") from None
+        except (TimeoutError, httpx.TimeoutException):
+            if write:
+                raise _unknown_outcome(func, "no answer in time") from None
+            raise ZomroTimeoutError(f"{func}: no answer from Zomro in time") from None
+        except httpx.HTTPError as exc:
+            if write:
+                raise _unknown_outcome(func, "the connection failed mid-request") from None
+            raise ZomroConnectionError(
+                f"{func}: connection to Zomro failed ({type(exc).__name__})"
+            ) from None
+
+    async def _read_body(self, response: httpx.Response, func: str) -> bytes:
+        cap = self._options.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise ServerError(f"{func}: answer larger than {cap} bytes")
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > cap:
+                raise ServerError(f"{func}: answer larger than {cap} bytes")
+        return bytes(body)
+
+    # --- throttling and reporting ---------------------------------------------------------
+
+    def _pause(self, func: str, exc: ZomroError) -> None:
+        """Hold every call of this client until Zomro's retry-after (or a backoff) has passed."""
+        self._throttle_streak += 1
+        if exc.retry_after is None:
+            exc.retry_after = min(
+                self._options.backoff_max,
+                max(self._options.backoff_initial, 0.1) * 2 ** (self._throttle_streak - 1),
+            )
+        until = self._clock() + exc.retry_after
+        if until > self._paused_until:
+            self._paused_until = until
+        logger.debug("zomro %s: throttled, pausing all calls for %.1fs", func, exc.retry_after)
+
+    async def _wait_while_paused(self) -> None:
+        # Sleeps once per pause; sleeps again only if the pause was extended meanwhile, so an
+        # injected sleep that does not pass time cannot make this spin.
+        while True:
+            until = self._paused_until
+            remaining = until - self._clock()
+            if remaining <= 0:
+                return
+            await self._sleep(remaining)
+            if self._paused_until == until:
+                return
+
+    def _report(self, func: str, outcome: str, seconds: float) -> None:
+        logger.debug("zomro %s -> %s in %.3fs", func, outcome, seconds)
+        if self._on_request is None:
+            return
+        try:
+            self._on_request(func, outcome, seconds)
+        except Exception:
+            logger.exception("zomro on_request hook failed")
+
+
+def _pauses(exc: ZomroError) -> bool:
+    """Errors that concern the whole credential set, not one call."""
+    return isinstance(exc, ThrottledError | LoginTemporarilyBlockedError)
+
+
+def _may_mean_gone(exc: ZomroError) -> bool:
+    """Refusals that could mean "no such schedule": worth a listing to find out."""
+    return type(exc) is ZomroError or isinstance(
+        exc, AccessDeniedError | NotFoundError | InvalidValueError
+    )
+
+
+def _unknown_outcome(func: str, why: str) -> UnknownOutcomeError:
+    return UnknownOutcomeError(
+        f"{func}: {why}; the change may or may not have been applied, "
+        "look at Zomro's state before trying again"
+    )
