@@ -1,0 +1,231 @@
+"""Injected failures: what the real service and its edge can do to a client on a bad day.
+
+One mutable object, read by the server on every API request and changed by tests (directly, or
+through ``/_sandbox/faults``). The JSON form is the same in both directions.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOCK_STATUSES = (403, 460, 429)
+OUTAGE_MODES = ("reset", "503")
+
+
+class FaultError(ValueError):
+    """A fault setting that cannot be applied; the message names it."""
+
+
+@dataclass
+class Faults:
+    """Every fault the sandbox can inject. The defaults inject nothing."""
+
+    error_rate: float = 0.0
+    """Share (0..1) of API calls answered with a 5xx and a non-JSON body, before any effect."""
+    error_status: int = 500
+    error_funcs: list[str] | None = None
+    """Only these ``func`` values get ``error_rate`` errors; None means all."""
+    block_status: int | None = None
+    """403 or 460 (or 429): the edge refuses every API call while set."""
+    block_until: float | None = None
+    """Sandbox-clock time the block ends; None keeps it until cleared."""
+    block_retry_after: int | None = None
+    latency: float = 0.0
+    """Seconds added to each API call, while the session counts as in process."""
+    late_create_seconds: float = 0.0
+    late_create_drop: bool = False
+    """Apply the create, then close the connection without any answer."""
+    late_create_count: int | None = None
+    """How many creates to answer late; None means all while set."""
+    outage: str | None = None
+    """``reset`` (connections reset) or ``503``; the control endpoint keeps working."""
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    # ------------------------------------------------------------------ decisions
+
+    def blocked(self, now: float) -> bool:
+        if self.block_status is None:
+            return False
+        if self.block_until is not None and now >= self.block_until:
+            self.block_status = self.block_until = self.block_retry_after = None
+            return False
+        return True
+
+    def should_error(self, func: str) -> bool:
+        if self.error_rate <= 0:
+            return False
+        if self.error_funcs is not None and func not in self.error_funcs:
+            return False
+        return self.rng.random() < self.error_rate
+
+    def take_late_create(self) -> tuple[float, bool] | None:
+        """The delay and drop flag for this create, or None; counts the create."""
+        if self.late_create_seconds <= 0 and not self.late_create_drop:
+            return None
+        if self.late_create_count is not None:
+            if self.late_create_count <= 0:
+                return None
+            self.late_create_count -= 1
+        return self.late_create_seconds, self.late_create_drop
+
+    # ------------------------------------------------------------------ JSON form
+
+    def clear(self) -> None:
+        fresh = Faults()
+        for name in (
+            "error_rate",
+            "error_status",
+            "error_funcs",
+            "block_status",
+            "block_until",
+            "block_retry_after",
+            "latency",
+            "late_create_seconds",
+            "late_create_drop",
+            "late_create_count",
+            "outage",
+        ):
+            setattr(self, name, getattr(fresh, name))
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        self.blocked(now)
+        block: dict[str, Any] | None = None
+        if self.block_status is not None:
+            block = {
+                "status": self.block_status,
+                "seconds": None if self.block_until is None else max(0.0, self.block_until - now),
+                "retry_after": self.block_retry_after,
+            }
+        late: dict[str, Any] | None = None
+        if self.late_create_seconds > 0 or self.late_create_drop:
+            late = {
+                "seconds": self.late_create_seconds,
+                "drop": self.late_create_drop,
+                "count": self.late_create_count,
+            }
+        return {
+            "error_rate": self.error_rate,
+            "error_status": self.error_status,
+            "error_funcs": self.error_funcs,
+            "block": block,
+            "latency": self.latency,
+            "late_create": late,
+            "outage": self.outage,
+        }
+
+    def update(self, data: dict[str, Any], now: float) -> None:
+        """Apply the given keys (others stay); validate everything before changing anything."""
+        staged = Faults(**{k: v for k, v in vars(self).items() if k != "rng"}, rng=self.rng)
+        for key, value in data.items():
+            setter = _SETTERS.get(key)
+            if setter is None:
+                raise FaultError(f"unknown fault {key!r}; known: {', '.join(sorted(_SETTERS))}")
+            setter(staged, value, now)
+        for key, value in vars(staged).items():
+            if key != "rng":
+                setattr(self, key, value)
+
+
+def _number(value: Any, name: str, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FaultError(f"{name} must be a number")
+    if value < low or (high is not None and value > high):
+        raise FaultError(f"{name} must be in {low}..{high if high is not None else 'inf'}")
+    return float(value)
+
+
+def _set_error_rate(f: Faults, value: Any, _now: float) -> None:
+    f.error_rate = _number(value, "error_rate", 0, 1)
+
+
+def _set_error_status(f: Faults, value: Any, _now: float) -> None:
+    status = int(_number(value, "error_status", 500, 599))
+    f.error_status = status
+
+
+def _set_error_funcs(f: Faults, value: Any, _now: float) -> None:
+    if value is not None and (
+        not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+    ):
+        raise FaultError("error_funcs must be a list of func names or null")
+    f.error_funcs = None if value is None else list(value)
+
+
+def _set_error_seed(f: Faults, value: Any, _now: float) -> None:
+    f.rng.seed(int(_number(value, "error_seed", 0)))
+
+
+def _set_block(f: Faults, value: Any, now: float) -> None:
+    if value is None or value is False:
+        f.block_status = f.block_until = f.block_retry_after = None
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = {"status": value}
+    if not isinstance(value, dict):
+        raise FaultError("block must be null, a status, or {status, seconds, retry_after}")
+    unknown = set(value) - {"status", "seconds", "retry_after"}
+    if unknown:
+        raise FaultError(f"unknown block keys: {', '.join(sorted(unknown))}")
+    status = value.get("status", 460)
+    if status not in BLOCK_STATUSES:
+        raise FaultError(f"block status must be one of {BLOCK_STATUSES}")
+    seconds = value.get("seconds")
+    retry_after = value.get("retry_after")
+    f.block_status = int(status)
+    f.block_until = None if seconds is None else now + _number(seconds, "block.seconds", 0)
+    f.block_retry_after = (
+        None if retry_after is None else int(_number(retry_after, "block.retry_after", 0))
+    )
+
+
+def _set_latency(f: Faults, value: Any, _now: float) -> None:
+    f.latency = _number(value, "latency", 0, 600)
+
+
+def _set_late_create(f: Faults, value: Any, _now: float) -> None:
+    if value is None or value is False:
+        f.late_create_seconds, f.late_create_drop, f.late_create_count = 0.0, False, None
+        return
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = {"seconds": value}
+    if not isinstance(value, dict):
+        raise FaultError("late_create must be null, seconds, or {seconds, drop, count}")
+    unknown = set(value) - {"seconds", "drop", "count"}
+    if unknown:
+        raise FaultError(f"unknown late_create keys: {', '.join(sorted(unknown))}")
+    drop = value.get("drop", False)
+    if not isinstance(drop, bool):
+        raise FaultError("late_create.drop must be true or false")
+    seconds = _number(value.get("seconds", 0), "late_create.seconds", 0, 600)
+    if seconds <= 0 and not drop:
+        raise FaultError("late_create needs seconds > 0 or drop: true")
+    count = value.get("count")
+    f.late_create_seconds = seconds
+    f.late_create_drop = drop
+    f.late_create_count = None if count is None else int(_number(count, "late_create.count", 0))
+
+
+def _set_outage(f: Faults, value: Any, _now: float) -> None:
+    if value is False:
+        value = None
+    if value is True:
+        value = "reset"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if value is not None and value not in OUTAGE_MODES:
+        raise FaultError(f"outage must be null or one of {OUTAGE_MODES}")
+    f.outage = value
+
+
+_SETTERS = {
+    "error_rate": _set_error_rate,
+    "error_status": _set_error_status,
+    "error_funcs": _set_error_funcs,
+    "error_seed": _set_error_seed,
+    "block": _set_block,
+    "latency": _set_latency,
+    "late_create": _set_late_create,
+    "outage": _set_outage,
+}

@@ -1,0 +1,505 @@
+"""The sandbox over real HTTP: the API at ``/`` and a control endpoint under ``/_sandbox/``.
+
+The API path behaves like Zomro's edge and BILLmanager behind it, faults included. The control
+path is for tests and people trying failure modes; it is not subject to faults, so it keeps
+answering during an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from aiohttp import web
+
+from zomro_backup_operator.sandbox.api import Api, ApiResult
+from zomro_backup_operator.sandbox.config import (
+    ConfigError,
+    SandboxConfig,
+    default_config,
+    load_config,
+)
+from zomro_backup_operator.sandbox.faults import FaultError, Faults
+from zomro_backup_operator.sandbox.model import DAY_NAMES_EN, Clock, RequestRecord, SandboxState
+
+log = logging.getLogger("zomro_backup_operator.sandbox")
+
+CONTROL_PREFIX = "/_sandbox"
+MAX_REQUEST_LOG = 100_000
+
+_ERROR_PAGE = (
+    "<html>\r\n<head><title>{0} {1}</title></head>\r\n<body>\r\n"
+    "<center><h1>{0} {1}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+_REASONS = {403: "Forbidden", 429: "Too Many Requests", 460: "Blocked", 503: "Service Unavailable"}
+
+
+class Sandbox:
+    """The emulated service: state, faults, and the aiohttp application serving them."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        state_file: Path | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config or default_config()
+        self.state = SandboxState(self.config, clock=clock, state_file=state_file)
+        self.faults = Faults()
+        self.faults.update(self.config.faults, self.state.now())
+        self.api = Api(self.state)
+        self._in_process: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"Sandbox({self.state!r})"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_route("GET", "/", self.handle_api)
+        app.router.add_route("POST", "/", self.handle_api)
+        c = CONTROL_PREFIX
+        app.router.add_get(f"{c}/health", self.c_health)
+        app.router.add_get(f"{c}/state", self.c_state)
+        app.router.add_get(f"{c}/faults", self.c_get_faults)
+        app.router.add_put(f"{c}/faults", self.c_put_faults)
+        app.router.add_patch(f"{c}/faults", self.c_patch_faults)
+        app.router.add_delete(f"{c}/faults", self.c_clear_faults)
+        app.router.add_get(f"{c}/settings", self.c_get_settings)
+        app.router.add_put(f"{c}/settings", self.c_put_settings)
+        app.router.add_post(f"{c}/expire-sessions", self.c_expire_sessions)
+        app.router.add_get(f"{c}/requests", self.c_requests)
+        app.router.add_delete(f"{c}/requests", self.c_clear_requests)
+        app.router.add_post(f"{c}/reset", self.c_reset)
+        app.router.add_post(f"{c}/schedules", self.c_add_schedule)
+        app.router.add_patch(f"{c}/schedules/{{id}}", self.c_edit_schedule)
+        app.router.add_delete(f"{c}/schedules/{{id}}", self.c_remove_schedule)
+        app.router.add_post(f"{c}/backups", self.c_add_backup)
+        app.router.add_post(f"{c}/instances/{{id}}/busy", self.c_busy)
+        return app
+
+    # ------------------------------------------------------------------ the API
+
+    async def handle_api(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        params = await _params(request)
+        func = params.get("func", "")
+        faults = self.faults
+        if faults.outage == "reset":
+            return self._finish(started, func, None, "outage:reset", _reset(request))
+        if faults.outage == "503":
+            return self._finish(started, func, None, "outage:503", _error_page(503))
+        if faults.blocked(self.state.now()):
+            status = faults.block_status or 460
+            response = _error_page(status)
+            if faults.block_retry_after is not None:
+                response.headers["Retry-After"] = str(faults.block_retry_after)
+            return self._finish(started, func, None, f"http:{status}", response)
+        if faults.should_error(func):
+            response = _error_page(faults.error_status)
+            return self._finish(started, func, None, f"http:{faults.error_status}", response)
+
+        sid = params.get("auth") if "authinfo" not in params else None
+        if sid and sid in self._in_process:
+            result = self.api.busy_session(params)
+            return self._finish(started, func, None, result.outcome, _render(result, params))
+        if sid:
+            self._in_process.add(sid)
+        try:
+            if faults.latency > 0:
+                await asyncio.sleep(faults.latency)
+            result = self.api.handle(params, request.remote or "")
+            late = faults.take_late_create() if result.created_schedule else None
+            if late is not None:
+                seconds, drop = late
+                if seconds > 0:
+                    await asyncio.sleep(seconds)
+                if drop:
+                    outcome = "ok:dropped"
+                    return self._finish(started, func, result.account, outcome, _reset(request))
+        finally:
+            if sid:
+                self._in_process.discard(sid)
+        return self._finish(started, func, result.account, result.outcome, _render(result, params))
+
+    def _finish(
+        self,
+        started: float,
+        func: str,
+        account: str | None,
+        outcome: str,
+        response: web.StreamResponse,
+    ) -> web.StreamResponse:
+        duration = time.monotonic() - started
+        record = RequestRecord(
+            time=self.state.now(), func=func, account=account, outcome=outcome, duration=duration
+        )
+        self.state.requests.append(record)
+        if len(self.state.requests) > MAX_REQUEST_LOG:
+            del self.state.requests[: len(self.state.requests) - MAX_REQUEST_LOG]
+        # func comes from the client: repr() keeps odd characters from forging log lines.
+        log.info("api func=%r account=%s outcome=%s %.3fs", func, account or "-", outcome, duration)
+        return response
+
+    # ------------------------------------------------------------------ the control endpoint
+
+    async def c_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def c_state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.snapshot())
+
+    async def c_get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.to_json(self.state.now()))
+
+    async def c_put_faults(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        fresh = Faults(rng=self.faults.rng)
+        try:
+            fresh.update(body, self.state.now())
+        except FaultError as exc:
+            raise _bad_request(str(exc)) from exc
+        for key, value in vars(fresh).items():
+            setattr(self.faults, key, value)
+        log.info("control faults replaced: %s", json.dumps(self.faults.to_json(self.state.now())))
+        return web.json_response(self.faults.to_json(self.state.now()))
+
+    async def c_patch_faults(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            self.faults.update(body, self.state.now())
+        except FaultError as exc:
+            raise _bad_request(str(exc)) from exc
+        log.info("control faults changed: %s", json.dumps(self.faults.to_json(self.state.now())))
+        return web.json_response(self.faults.to_json(self.state.now()))
+
+    async def c_clear_faults(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        log.info("control faults cleared")
+        return web.json_response(self.faults.to_json(self.state.now()))
+
+    async def c_get_settings(self, request: web.Request) -> web.Response:
+        return web.json_response({"session_ttl": self.state.session_ttl})
+
+    async def c_put_settings(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        unknown = set(body) - {"session_ttl"}
+        if unknown:
+            raise _bad_request(f"unknown settings: {', '.join(sorted(unknown))}")
+        if "session_ttl" in body:
+            ttl = body["session_ttl"]
+            if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+                raise _bad_request("session_ttl must be a positive number of seconds")
+            self.state.session_ttl = float(ttl)
+        return web.json_response({"session_ttl": self.state.session_ttl})
+
+    async def c_expire_sessions(self, request: web.Request) -> web.Response:
+        count = self.state.expire_sessions()
+        log.info("control expired %d sessions", count)
+        return web.json_response({"expired": count})
+
+    async def c_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([asdict(r) for r in self.state.requests])
+
+    async def c_clear_requests(self, request: web.Request) -> web.Response:
+        self.state.requests.clear()
+        return web.json_response({"ok": True})
+
+    async def c_reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        self.faults.clear()
+        self._in_process.clear()
+        log.info("control reset")
+        return web.json_response(self.state.snapshot())
+
+    async def c_add_schedule(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        instance_id = str(body.get("instance_id", ""))
+        if instance_id not in self.state.instances:
+            raise _bad_request(f"unknown instance {instance_id!r}")
+        name, days, time_ = _schedule_fields(body, require=True)
+        assert name is not None
+        assert days is not None
+        assert time_ is not None
+        schedule = self.state.add_schedule(instance_id, name, days, time_)
+        log.info("control added schedule %s on %s", schedule.id, instance_id)
+        return web.json_response(schedule.to_json(), status=201)
+
+    async def c_edit_schedule(self, request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        if ident not in self.state.schedules:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no schedule {ident}"}))
+        body = await _json_body(request)
+        name, days, time_ = _schedule_fields(body, require=False)
+        schedule = self.state.change_schedule(ident, name=name, days=days, time_=time_)
+        log.info("control changed schedule %s", ident)
+        return web.json_response(schedule.to_json())
+
+    async def c_remove_schedule(self, request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        if ident not in self.state.schedules:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no schedule {ident}"}))
+        self.state.remove_schedules([ident])
+        log.info("control removed schedule %s", ident)
+        return web.json_response({"removed": ident})
+
+    async def c_add_backup(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        instance_id = str(body.get("instance_id", ""))
+        if instance_id not in self.state.instances:
+            raise _bad_request(f"unknown instance {instance_id!r}")
+        backup_type = body.get("backup_type", "auto")
+        if backup_type not in ("auto", "manual"):
+            raise _bad_request("backup_type must be auto or manual")
+        backup = self.state.add_backup(
+            instance_id,
+            str(body.get("name", f"auto-{self.state.today()}")),
+            backup_type=backup_type,
+            protected=bool(body.get("protected", False)),
+        )
+        return web.json_response({"id": backup.id}, status=201)
+
+    async def c_busy(self, request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        if ident not in self.state.instances:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no instance {ident}"}))
+        body = await _json_body(request)
+        seconds = body.get("seconds", 30)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise _bad_request("seconds must be a non-negative number")
+        self.state.make_busy(ident, float(seconds))
+        return web.json_response({"instance_id": ident, "busy_seconds": seconds})
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    """The query string and the form body (urlencoded or multipart) merged; the body wins."""
+    params: dict[str, str] = {}
+    for key, value in request.query.items():
+        params.setdefault(key, value)
+    if request.method == "POST" and request.can_read_body:
+        body: dict[str, str] = {}
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            form = await request.post()
+            for key, part in form.items():
+                if isinstance(part, str):
+                    body.setdefault(key, part)
+                elif isinstance(part, bytes | bytearray):
+                    body.setdefault(key, bytes(part).decode("utf-8", "replace"))
+                else:  # a multipart part sent as a file: BILLmanager reads its content
+                    body.setdefault(key, part.file.read().decode("utf-8", "replace"))
+        params.update(body)
+    return params
+
+
+def _render(result: ApiResult, params: dict[str, str]) -> web.Response:
+    """JSON only for ``out=json``; otherwise XML (BILLmanager's default) or an HTML page."""
+    out = params.get("out")
+    if out == "json":
+        return web.json_response(result.doc, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+    if out in (None, "", "xml"):
+        return web.Response(text=to_xml(result.doc), content_type="text/xml", charset="utf-8")
+    page = "<!DOCTYPE html><html><head><title>BILLmanager</title></head><body></body></html>"
+    return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+
+def to_xml(doc: dict[str, Any]) -> str:
+    """BILLmanager's XML form of a document: ``$x`` keys are attributes, ``$`` is text."""
+
+    def element(tag: str, value: Any) -> str:
+        if isinstance(value, list):
+            return "".join(element(tag, item) for item in value)
+        if not isinstance(value, dict):
+            return f"<{tag}>{escape(str(value))}</{tag}>"
+        attrs = "".join(
+            f" {k[1:]}={quoteattr(str(v))}"
+            for k, v in value.items()
+            if k.startswith("$") and k != "$"
+        )
+        text = escape(str(value.get("$", "")))
+        children = "".join(element(k, v) for k, v in value.items() if not k.startswith("$"))
+        return f"<{tag}{attrs}>{text}{children}</{tag}>"
+
+    body = "".join(element(k, v) for k, v in doc.items())
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
+
+
+def _error_page(status: int) -> web.Response:
+    reason = _REASONS.get(status, "Internal Server Error" if status == 500 else "Bad Gateway")
+    return web.Response(
+        status=status,
+        reason=reason,
+        text=_ERROR_PAGE.format(status, reason),
+        content_type="text/html",
+    )
+
+
+def _reset(request: web.Request) -> web.Response:
+    """Drop the connection with a TCP reset and no answer at all."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response(status=503)  # never reaches the client: the connection is gone
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad_request(f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _bad_request("body must be a JSON object")
+    return body
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _schedule_fields(
+    body: dict[str, Any], *, require: bool
+) -> tuple[str | None, list[int] | None, str | None]:
+    """Fields for seeding behind the operator's back: typed, but not the provider's rules."""
+    name = body.get("name")
+    days_raw = body.get("days")
+    time_ = body.get("time")
+    if require and (name is None or days_raw is None or time_ is None):
+        raise _bad_request("name, days and time are required")
+    if name is not None and not isinstance(name, str):
+        raise _bad_request("name must be a string")
+    if time_ is not None and not isinstance(time_, str):
+        raise _bad_request("time must be a string")
+    days: list[int] | None = None
+    if days_raw is not None:
+        if not isinstance(days_raw, list):
+            raise _bad_request("days must be a list of numbers 0-6 or English day names")
+        days = []
+        for day in days_raw:
+            if isinstance(day, int) and not isinstance(day, bool) and 0 <= day <= 6:
+                days.append(day)
+            elif isinstance(day, str) and day.capitalize() in DAY_NAMES_EN:
+                days.append(DAY_NAMES_EN.index(day.capitalize()))
+            else:
+                raise _bad_request(f"not a day: {day!r}")
+    return name, days, time_
+
+
+# ---------------------------------------------------------------------- running it
+
+
+@dataclass
+class RunningSandbox:
+    """A sandbox serving in this event loop (see :func:`running_sandbox`)."""
+
+    url: str
+    sandbox: Sandbox
+
+    @property
+    def state(self) -> SandboxState:
+        return self.sandbox.state
+
+    @property
+    def faults(self) -> Faults:
+        return self.sandbox.faults
+
+    @property
+    def control_url(self) -> str:
+        return self.url.rstrip("/") + CONTROL_PREFIX
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+@contextlib.asynccontextmanager
+async def running_sandbox(
+    config: SandboxConfig | str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    state_file: str | Path | None = None,
+    clock: Clock = time.time,
+) -> AsyncIterator[RunningSandbox]:
+    """Serve a sandbox in the current event loop for the duration of the block.
+
+    Use ``sb.state`` and ``sb.faults`` directly from the test; the sync control client would
+    block this very loop.
+    """
+    cfg = config if isinstance(config, SandboxConfig) else load_config(config)
+    sandbox = Sandbox(cfg, state_file=Path(state_file) if state_file else None, clock=clock)
+    runner = web.AppRunner(sandbox.app(), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = runner.addresses[0][1]
+        yield RunningSandbox(url=_url(host, int(bound_port)), sandbox=sandbox)
+    finally:
+        await runner.cleanup()
+
+
+def serve(*, host: str, port: int, config: str | None, state: str | None) -> int:
+    """The ``sandbox`` command: serve until SIGINT/SIGTERM. Prints the URL as its first line."""
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        cfg = load_config(config)
+        sandbox = Sandbox(cfg, state_file=Path(state) if state else None)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(sandbox, host, port))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(sandbox: Sandbox, host: str, port: int) -> int:
+    runner = web.AppRunner(sandbox.app(), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            print(f"sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+            return 1
+        bound_port = int(runner.addresses[0][1])
+        print(_url(host, bound_port), flush=True)
+        log.info(
+            "sandbox serving on %s with %d account(s); control at %s",
+            _url(host, bound_port),
+            len(sandbox.config.accounts),
+            _url(host, bound_port).rstrip("/") + CONTROL_PREFIX + "/",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("sandbox stopping")
+        return 0
+    finally:
+        await runner.cleanup()
