@@ -1,0 +1,114 @@
+"""Finding the Zomro credentials a resource should use, from Kubernetes Secrets.
+
+A Secret is re-read at most every ``ttl`` seconds, so a rotated Secret is picked up within that
+time. The last good value of every Secret is kept in memory: a deletion whose Secret is already
+gone (a whole namespace being deleted) can still remove its Zomro schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from zomro_backup_operator.settings import SecretRef
+from zomro_backup_operator.zomro.credentials import Credentials
+
+SecretReader = Callable[[str, str], Mapping[str, str] | None]
+"""Reads a Secret's ``data`` (base64 values) by namespace and name; None when it does not exist.
+Blocking: it runs in a worker thread."""
+
+
+class CredentialsError(Exception):
+    """No usable credentials: no Secret named, Secret missing, or missing keys. No values inside."""
+
+
+@dataclass
+class _Entry:
+    credentials: Credentials | None
+    error: CredentialsError | None
+    read_at: float
+
+
+def parse_secret(ref: SecretRef, data: Mapping[str, str]) -> Credentials:
+    """Turn a Secret's data into Credentials; errors name the keys, never the values."""
+
+    def value(key: str) -> str | None:
+        raw = data.get(key)
+        if raw is None:
+            return None
+        try:
+            text = base64.b64decode(raw, validate=True).decode("utf-8").strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise CredentialsError(f"Secret {ref}: key {key!r} is not valid base64 UTF-8") from None
+        return text or None
+
+    username, password, token = value("username"), value("password"), value("token")
+    if username and password:
+        return Credentials(username=username, password=password)
+    if token:
+        return Credentials(token=token)
+    raise CredentialsError(
+        f"Secret {ref} must hold keys 'username' and 'password', or 'token'"
+        f" (found: {', '.join(sorted(data)) or 'none'})"
+    )
+
+
+class CredentialStore:
+    def __init__(
+        self,
+        reader: SecretReader,
+        *,
+        default: SecretRef | None,
+        ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reader = reader
+        self._default = default
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[SecretRef, _Entry] = {}
+        self._last_good: dict[SecretRef, Credentials] = {}
+
+    def ref_for(self, namespace: str, secret_name: str | None) -> SecretRef:
+        if secret_name:
+            return SecretRef(namespace=namespace, name=secret_name)
+        if self._default is None:
+            raise CredentialsError(
+                "spec.credentialsSecretRef is not set and the operator has no default "
+                "(ZOMRO_CREDENTIALS_SECRET)"
+            )
+        return self._default
+
+    async def get(self, ref: SecretRef, *, allow_last_known: bool = False) -> Credentials:
+        """Current credentials of ``ref``. With ``allow_last_known``, a Secret that has since
+        disappeared still yields the last value this process read from it."""
+        entry = self._entries.get(ref)
+        if entry is None or self._clock() - entry.read_at >= self._ttl:
+            entry = await self._read(ref)
+            self._entries[ref] = entry
+        if entry.credentials is not None:
+            return entry.credentials
+        if allow_last_known and ref in self._last_good:
+            return self._last_good[ref]
+        assert entry.error is not None
+        raise entry.error
+
+    async def _read(self, ref: SecretRef) -> _Entry:
+        data = await asyncio.to_thread(self._reader, ref.namespace, ref.name)
+        now = self._clock()
+        if data is None:
+            return _Entry(None, CredentialsError(f"Secret {ref} not found"), now)
+        try:
+            credentials = parse_secret(ref, data)
+        except CredentialsError as exc:
+            return _Entry(None, exc, now)
+        self._last_good[ref] = credentials
+        return _Entry(credentials, None, now)
+
+    def forget(self, ref: SecretRef) -> None:
+        """Drop the cached read so the next ``get`` reads the Secret again."""
+        self._entries.pop(ref, None)

@@ -1,0 +1,79 @@
+"""The one place where failures become a Ready reason and kopf's Temporary/PermanentError.
+
+Retry delays grow exponentially with full jitter, honour what the server said (Retry-After),
+and start long for failures a person must fix (credentials, instance), so that a broken
+resource never spins in a hot loop.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import kopf
+
+from zomro_backup_operator.credentials import CredentialsError
+from zomro_backup_operator.reconcile import ReconcileError
+from zomro_backup_operator.resources import InvalidSpecError
+from zomro_backup_operator.zomro import errors as z
+
+TRANSIENT_BACKOFF = (5.0, 300.0)
+"""(first, cap) seconds for failures that heal by themselves: Zomro down, throttled, busy."""
+NEEDS_PERSON_BACKOFF = (30.0, 900.0)
+"""(first, cap) seconds for failures a person must fix: credentials, unknown instance, conflict."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    permanent: bool = False
+    retry_after: float | None = None
+    backoff: tuple[float, float] = TRANSIENT_BACKOFF
+
+    def delay(self, retry: int, rng: random.Random | None = None) -> float:
+        """Seconds until the next attempt: the server's word if it gave one, else backoff."""
+        first, cap = self.backoff
+        ceiling = min(cap, first * 2 ** min(retry, 16))
+        jittered: float = first + (rng or random).random() * (ceiling - first)
+        return max(self.retry_after or 0.0, jittered)
+
+    def to_kopf(self, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
+        if self.permanent:
+            return kopf.PermanentError(f"{self.reason}: {self.message}")
+        return kopf.TemporaryError(f"{self.reason}: {self.message}", delay=self.delay(retry))
+
+
+def classify(exc: BaseException) -> Failure:
+    """Name a failure for users. Messages come from our own error texts, which hold no secrets."""
+    if isinstance(exc, InvalidSpecError):
+        return Failure("InvalidSpec", str(exc), permanent=True)
+    if isinstance(exc, CredentialsError):
+        return Failure("CredentialsNotFound", str(exc), backoff=NEEDS_PERSON_BACKOFF)
+    if isinstance(exc, ReconcileError):
+        return Failure(exc.reason, str(exc), backoff=NEEDS_PERSON_BACKOFF)
+    if isinstance(exc, z.InvalidValueError):
+        fields = "; ".join(
+            f"{field}: {', '.join(messages)}"
+            for field, messages in sorted(exc.field_errors.items())
+        )
+        return Failure("InvalidSpec", f"Zomro refused the values: {fields or exc.message}", True)
+    if isinstance(exc, z.AuthenticationError) and not exc.retryable:
+        return Failure(
+            "AuthFailed",
+            f"Zomro refused the credentials: {exc.message}",
+            backoff=NEEDS_PERSON_BACKOFF,
+        )
+    if isinstance(exc, z.AccessDeniedError):
+        return Failure(
+            "InstanceNotFound",
+            f"the instance is unknown to Zomro or not owned by this account: {exc.message}",
+            backoff=NEEDS_PERSON_BACKOFF,
+        )
+    if isinstance(exc, z.ZomroError):
+        return Failure(
+            "ZomroUnavailable",
+            f"Zomro did not complete the request ({type(exc).__name__}): {exc.message}",
+            retry_after=exc.retry_after,
+        )
+    return Failure("Error", f"unexpected {type(exc).__name__}; see the operator's log")

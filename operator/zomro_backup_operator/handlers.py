@@ -1,0 +1,81 @@
+"""kopf handlers: decorators only, each a few lines that call ``operations``."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import kopf
+
+from zomro_backup_operator import operations, runtime
+from zomro_backup_operator.operations import Resource
+from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
+from zomro_backup_operator.settings import Settings
+from zomro_backup_operator.state import ClaimKey
+
+
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    """Register every handler; the drift timer's period comes from ``settings``."""
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # kopf's own state goes to status, and the finalizer is ours: GitOps tools see no drift.
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.StatusProgressStorage()
+        settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
+        settings.posting.level = logging.INFO
+        memo.runtime = runtime.Runtime.build(runtime.settings_of(memo))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(memo: kopf.Memo, **_: Any) -> None:
+        await runtime.of(memo).clients.aclose()
+
+    @kopf.index(*resource, registry=registry)
+    def claims(
+        spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **_: Any
+    ) -> dict[ClaimKey, str]:
+        schedule_id = status.get("scheduleId")
+        instance_id = spec.get("instanceId")
+        if not schedule_id or not instance_id:
+            return {}
+        return {(str(instance_id), str(schedule_id)): f"{namespace}/{name}"}
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
+        await operations.ensure(runtime.of(memo), _resource(kwargs), retry)
+
+    @kopf.on.delete(*resource, registry=registry)
+    async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
+        await operations.remove(runtime.of(memo), _resource(kwargs), retry)
+
+    @kopf.timer(
+        *resource,
+        registry=registry,
+        interval=settings.resync_seconds,
+        initial_delay=lambda **_: settings.resync_seconds * random.uniform(0.5, 1.0),
+    )
+    async def resync(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
+        await operations.resync(
+            runtime.of(memo),
+            _resource({**kwargs, "meta": meta}),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
+def _resource(kwargs: dict[str, Any]) -> Resource:
+    meta = kwargs["meta"]
+    return Resource(
+        body=kwargs["body"],
+        namespace=kwargs["namespace"],
+        name=kwargs["name"],
+        generation=int(meta.get("generation") or 0),
+        spec=kwargs["spec"],
+        status=dict(kwargs["status"]),
+        annotations=dict(meta.get("annotations") or {}),
+        patch=kwargs["patch"],
+        claims_index=kwargs["claims"],
+    )

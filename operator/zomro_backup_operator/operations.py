@@ -1,0 +1,197 @@
+"""What each handler does, in Kubernetes terms: resolve credentials, call the reconcile core,
+write status, post Events. Kept apart from the decorators so it reads top to bottom."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import kopf
+
+from zomro_backup_operator import events, metrics, reconcile
+from zomro_backup_operator.failures import Failure, classify
+from zomro_backup_operator.reconcile import Outcome, Remote, Removal
+from zomro_backup_operator.resources import Desired, InvalidSpecError, Observed
+from zomro_backup_operator.runtime import Runtime
+from zomro_backup_operator.state import ClaimKey
+from zomro_backup_operator.status import Readiness, changes, now_iso, synced
+from zomro_backup_operator.zomro.errors import NotFoundError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Resource:
+    """One handler call's view of a BackupSchedule."""
+
+    body: kopf.Body
+    namespace: str
+    name: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    annotations: Mapping[str, str]
+    patch: kopf.Patch
+    claims_index: Mapping[ClaimKey, Iterable[str]]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def desired(self) -> Desired:
+        return Desired.from_resource(
+            namespace=self.namespace,
+            name=self.name,
+            generation=self.generation,
+            spec=self.spec,
+            annotations=self.annotations,
+        )
+
+    def observed(self) -> Observed:
+        return Observed.from_status(self.status)
+
+
+async def connect(rt: Runtime, res: Resource, desired: Desired, *, deleting: bool) -> Remote:
+    ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
+    credentials = await rt.credentials.get(ref, allow_last_known=deleting)
+    client = rt.clients.get(credentials)
+    return Remote(
+        zomro=client,
+        slot=rt.slots.get(credentials.fingerprint, desired.instance_id),
+        claims=rt.claims,
+        indexed=res.claims_index,
+        max_age=rt.settings.resync_seconds,
+    )
+
+
+async def ensure(rt: Runtime, res: Resource, retry: int) -> None:
+    """create/update/resume: bring Zomro to the spec, or say in status why not (and retry)."""
+    try:
+        desired = res.desired()
+        outcome = await _ensure(rt, res, desired, max_age=rt.settings.resync_seconds)
+    except Exception as exc:
+        _fail(rt, res, exc, retry)
+    _succeed(rt, res, desired, outcome, drift=False)
+
+
+async def resync(rt: Runtime, res: Resource, *, deleting: bool) -> None:
+    """The periodic drift check. Leaves resources that a handler has yet to finish alone."""
+    observed = res.observed()
+    if (
+        deleting
+        or observed.schedule_id is None
+        or observed.observed_generation != res.generation
+        or observed.ready_reason == "InvalidSpec"
+    ):
+        return
+    try:
+        desired = res.desired()
+        outcome = await _ensure(rt, res, desired, max_age=rt.settings.resync_seconds * 0.9)
+    except Exception as exc:  # the timer reports; the next period retries
+        failure = classify(exc)
+        _report_failure(rt, res, failure)
+        if failure.reason == "Error":
+            logger.exception("Drift check of %s failed", res.key)
+        return
+    if outcome.action in (reconcile.Action.UPDATED, reconcile.Action.RECREATED):
+        kind = "removed" if outcome.action is reconcile.Action.RECREATED else "changed"
+        metrics.DRIFT_CORRECTIONS.labels(kind=kind).inc()
+    _succeed(rt, res, desired, outcome, drift=True)
+
+
+async def remove(rt: Runtime, res: Resource, retry: int) -> None:
+    """delete: remove (or orphan) the Zomro schedule; raise until Zomro has confirmed."""
+    observed = res.observed()
+    try:
+        desired = res.desired()
+    except InvalidSpecError:
+        if observed.schedule_id is None and observed.pending_name is None:
+            return  # never reached Zomro: nothing to clean up
+        raise
+    try:
+        removal, schedule_id = await reconcile.remove(
+            desired, observed, rt.claims, lambda: connect(rt, res, desired, deleting=True)
+        )
+    except Exception as exc:
+        failure = classify(exc)
+        waiting = Failure(
+            failure.reason,
+            f"deletion waits until Zomro confirms it: {failure.message}",
+            retry_after=failure.retry_after,
+            backoff=failure.backoff,
+        )
+        _fail(rt, res, exc, retry, failure=waiting)
+    rt.ready.drop(res.key)
+    metrics.RECONCILES.labels(result="orphaned" if removal is Removal.ORPHANED else "deleted").inc()
+    message = {
+        Removal.DELETED: f"Deleted Zomro schedule {schedule_id}",
+        Removal.ORPHANED: f"Left Zomro schedule {schedule_id} in place (deletionPolicy Orphan)",
+        Removal.NOTHING: "No Zomro schedule to delete",
+        Removal.INSTANCE_GONE: (
+            f"Instance {desired.instance_id} no longer exists at Zomro; "
+            f"schedule {schedule_id} went with it"
+        ),
+    }[removal]
+    if removal is not Removal.NOTHING:
+        kopf.event(
+            res.body, type="Normal", reason=removal.name.title().replace("_", ""), message=message
+        )
+
+
+async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: float) -> Outcome:
+    remote = await connect(rt, res, desired, deleting=False)
+
+    async def record_pending(name: str) -> None:
+        intent = {"name": name, "startedAt": now_iso()}
+        await asyncio.to_thread(
+            rt.kube.patch_status, res.namespace, res.name, {"pendingCreate": intent}
+        )
+        res.status = {**res.status, "pendingCreate": intent}
+
+    try:
+        return await reconcile.ensure(
+            desired, res.observed(), remote, record_pending, max_age=max_age
+        )
+    except NotFoundError:
+        # Our listing was older than a removal behind our back: look again, once.
+        return await reconcile.ensure(desired, res.observed(), remote, record_pending, max_age=0)
+
+
+def _succeed(
+    rt: Runtime, res: Resource, desired: Desired, outcome: Outcome, *, drift: bool
+) -> None:
+    patch = changes(
+        res.status,
+        synced(outcome.schedule),
+        desired.generation,
+        schedule=outcome.schedule,
+        clear_pending=True,
+    )
+    res.patch.status.update(patch)
+    rt.ready.set(res.key, True)
+    metrics.RECONCILES.labels(result=outcome.action.value).inc()
+    event = events.for_outcome(outcome, desired.instance_id, drift=drift)
+    if event is not None:
+        kopf.event(res.body, type="Normal", reason=event[0], message=event[1])
+
+
+def _report_failure(rt: Runtime, res: Resource, failure: Failure) -> None:
+    patch = changes(res.status, Readiness(False, failure.reason, failure.message), res.generation)
+    res.patch.status.update(patch)
+    rt.ready.set(res.key, False)
+    metrics.RECONCILES.labels(result="error").inc()
+    if "conditions" in patch:  # post an Event on a change of state, not on every retry
+        kopf.event(res.body, type="Warning", reason=failure.reason, message=failure.message)
+
+
+def _fail(
+    rt: Runtime, res: Resource, exc: Exception, retry: int, *, failure: Failure | None = None
+) -> NoReturn:
+    failure = failure or classify(exc)
+    _report_failure(rt, res, failure)
+    if failure.reason == "Error":
+        logger.exception("Reconciling %s failed unexpectedly", res.key)
+    raise failure.to_kopf(retry) from exc

@@ -1,0 +1,110 @@
+"""Every operator setting, typed, read once from the environment and validated at start."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_API_URL = "https://api.zomro.com/"
+_SECRET_REF_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
+
+
+class SettingsError(ValueError):
+    """A setting is malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_url: str = DEFAULT_API_URL
+    default_credentials: SecretRef | None = None
+    resync_seconds: float = 300.0
+    max_requests_per_second: float = 5.0
+    max_in_flight: int = 1
+    timeout_seconds: float = 30.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    metrics_port: int = 9090
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            api_url=_url(env, "ZOMRO_API_URL", DEFAULT_API_URL),
+            default_credentials=_secret_ref(env, "ZOMRO_CREDENTIALS_SECRET"),
+            resync_seconds=_number(env, "ZOMRO_RESYNC_SECONDS", 300.0, minimum=1.0),
+            max_requests_per_second=_number(
+                env, "ZOMRO_MAX_REQUESTS_PER_SECOND", 5.0, minimum=0.01
+            ),
+            max_in_flight=int(_number(env, "ZOMRO_MAX_IN_FLIGHT", 1, minimum=1, integer=True)),
+            timeout_seconds=_number(env, "ZOMRO_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            log_format=_choice(env, "ZOMRO_LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]
+            log_level=_choice(
+                env, "ZOMRO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
+            ),
+            metrics_port=int(_number(env, "ZOMRO_METRICS_PORT", 9090, minimum=0, integer=True)),
+        )
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _raw(env, name) or default
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _secret_ref(env: Mapping[str, str], name: str) -> SecretRef | None:
+    value = _raw(env, name)
+    if value is None:
+        return None
+    match = _SECRET_REF_RE.fullmatch(value)
+    if not match:
+        raise SettingsError(f"{name} must be 'namespace/name', got {value!r}")
+    return SecretRef(namespace=match.group(1), name=match.group(3))
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float, integer: bool = False
+) -> float:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    try:
+        number = int(value) if integer else float(value)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise SettingsError(f"{name} must be {kind}, got {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}, got {value!r}")
+    return number
+
+
+def _choice(
+    env: Mapping[str, str],
+    name: str,
+    default: str,
+    choices: tuple[str, ...],
+    *,
+    upper: bool = False,
+) -> str:
+    value = _raw(env, name) or default
+    value = value.upper() if upper else value.lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value

@@ -1,0 +1,97 @@
+"""Building the resource's status in one place, and writing only what changed."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zomro_backup_operator.zomro.models import Schedule
+
+READY = "Ready"
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The Ready condition's content, without its bookkeeping timestamps."""
+
+    ready: bool
+    reason: str
+    message: str
+
+
+def synced(schedule: Schedule) -> Readiness:
+    days = ", ".join(day.title for day in sorted(schedule.days))
+    return Readiness(
+        True,
+        "Synced",
+        f"Zomro schedule {schedule.id} {schedule.name!r} runs {days} at {schedule.time}",
+    )
+
+
+def ready_condition(
+    readiness: Readiness, generation: int, previous: Mapping[str, Any] | None, now: str
+) -> dict[str, Any]:
+    """A Ready condition whose lastTransitionTime moves only when its status flips."""
+    status = "True" if readiness.ready else "False"
+    unchanged = previous is not None and previous.get("status") == status
+    return {
+        "type": READY,
+        "status": status,
+        "reason": readiness.reason,
+        "message": readiness.message,
+        "lastTransitionTime": (previous or {}).get("lastTransitionTime", now) if unchanged else now,
+        "observedGeneration": generation,
+    }
+
+
+def find_ready(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == READY:
+            return condition
+    return None
+
+
+def changes(
+    current: Mapping[str, Any],
+    readiness: Readiness,
+    generation: int,
+    *,
+    schedule: Schedule | None = None,
+    clear_pending: bool = False,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """The status fields to patch so that status says ``readiness`` (and ``schedule`` when
+    reconciled). Empty when status already says so: an idle resync writes nothing."""
+    now = now or now_iso()
+    wanted: dict[str, Any] = {}
+    if schedule is not None:
+        wanted["scheduleId"] = schedule.id
+        wanted["scheduleName"] = schedule.name
+        if schedule.server_name:
+            wanted["serverName"] = schedule.server_name
+        wanted["observedGeneration"] = generation
+    if clear_pending and current.get("pendingCreate") is not None:
+        wanted["pendingCreate"] = None
+    patch = {key: value for key, value in wanted.items() if current.get(key) != value}
+
+    previous = find_ready(current)
+    condition = ready_condition(readiness, generation, previous, now)
+    if previous is None or any(
+        previous.get(key) != condition[key]
+        for key in ("status", "reason", "message", "observedGeneration")
+    ):
+        others = [
+            c
+            for c in current.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") != READY
+        ]
+        patch["conditions"] = [*others, condition]
+    if patch and schedule is not None and readiness.ready:
+        patch["lastSyncTime"] = now
+    return patch
