@@ -14,22 +14,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator against the current cluster")
-    run.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces",
-                     help="watch this namespace (repeatable)")
-    run.add_argument("-A", "--all-namespaces", action="store_true",
-                     help="watch all namespaces (the default when no -n is given)")
-    run.add_argument("--liveness", metavar="URL", default=None,
-                     help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--standalone", action="store_true",
-                     help="do not take part in peering (single replica)")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch this namespace (repeatable)",
+    )
+    run.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch all namespaces (the default when no -n is given)",
+    )
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--standalone", action="store_true", help="do not take part in peering (single replica)"
+    )
 
     sandbox = sub.add_parser("sandbox", help="serve an emulated Zomro API")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8808)
-    sandbox.add_argument("--config", metavar="FILE", default=None,
-                         help="YAML or JSON file with accounts and instances")
-    sandbox.add_argument("--state", metavar="FILE", default=None,
-                         help="keep the sandbox's data in this file across restarts")
+    sandbox.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML or JSON file with accounts and instances",
+    )
+    sandbox.add_argument(
+        "--state",
+        metavar="FILE",
+        default=None,
+        help="keep the sandbox's data in this file across restarts",
+    )
     return parser
 
 
