@@ -1,0 +1,84 @@
+-- Argo CD health check for zomro.com/BackupSchedule.
+--   Healthy      Ready=True, reconciled at the current metadata.generation
+--   Progressing  no status yet, status older than the spec, Ready Unknown, or creating/deleting
+--   Degraded     Ready=False for a failure (bad credentials, missing instance, Zomro down, ...)
+--   Suspended    reserved for suspension (spec.suspend: true, or Ready reason Suspended)
+local hs = {}
+
+local progressing_reasons = { Creating = true, Deleting = true }
+
+local function current_generation_of(ready)
+  local generation = obj.metadata and obj.metadata.generation
+  local observed = ready.observedGeneration
+  if observed == nil and obj.status ~= nil then
+    observed = obj.status.observedGeneration
+  end
+  return generation == nil or (observed ~= nil and observed >= generation)
+end
+
+local function ready_condition()
+  if obj.status == nil or obj.status.conditions == nil then
+    return nil
+  end
+  for _, condition in ipairs(obj.status.conditions) do
+    if condition.type == "Ready" then
+      return condition
+    end
+  end
+  return nil
+end
+
+local function describe(ready, fallback)
+  local text = ready.reason or fallback
+  if ready.message ~= nil and ready.message ~= "" then
+    text = text .. ": " .. ready.message
+  end
+  return text
+end
+
+if obj.spec ~= nil and obj.spec.suspend == true then
+  hs.status = "Suspended"
+  hs.message = "Suspended: the operator leaves the Zomro schedule alone"
+  return hs
+end
+
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  hs.status = "Progressing"
+  hs.message = "Deleting: waiting for the operator to finish with the Zomro schedule"
+  return hs
+end
+
+local ready = ready_condition()
+if ready == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to reconcile"
+  return hs
+end
+
+if not current_generation_of(ready) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to reconcile the latest spec"
+  return hs
+end
+
+if ready.reason == "Suspended" then
+  hs.status = "Suspended"
+  hs.message = describe(ready, "Suspended")
+  return hs
+end
+
+if ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = describe(ready, "Ready")
+  return hs
+end
+
+if ready.status == "False" and not progressing_reasons[ready.reason or ""] then
+  hs.status = "Degraded"
+  hs.message = describe(ready, "NotReady")
+  return hs
+end
+
+hs.status = "Progressing"
+hs.message = describe(ready, "Reconciling")
+return hs

@@ -1,0 +1,103 @@
+{{/* Chart name, possibly overridden. */}}
+{{- define "zbo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects; the release name alone when it already contains the chart name. */}}
+{{- define "zbo.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "zbo.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the operator pod; never change them in an upgrade. */}}
+{{- define "zbo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "zbo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "zbo.labels" -}}
+helm.sh/chart: {{ include "zbo.chart" . }}
+{{ include "zbo.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: zomro-backup-operator
+{{- end }}
+
+{{/* metadata.annotations of every templated object, from commonAnnotations plus extras. */}}
+{{- define "zbo.annotations" -}}
+{{- $all := merge (dict) (.extra | default dict) (.root.Values.commonAnnotations | default dict) }}
+{{- with $all }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "zbo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "zbo.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "zbo.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the default credentials Secret, or empty when there is none. */}}
+{{- define "zbo.credentialsSecretName" -}}
+{{- if .Values.credentials.existingSecret }}
+{{- .Values.credentials.existingSecret }}
+{{- else if .Values.credentials.create }}
+{{- printf "%s-credentials" (include "zbo.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Refuse contradictory credentials settings with a message that says what to change. */}}
+{{- define "zbo.validate" -}}
+{{- $c := .Values.credentials }}
+{{- if and $c.create $c.existingSecret }}
+{{- fail "credentials: set either existingSecret or create, not both" }}
+{{- end }}
+{{- if $c.create }}
+{{- if not (or $c.token (and $c.username $c.password)) }}
+{{- fail "credentials.create needs username and password, or token" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Rules the operator needs in each namespace it watches (cluster-wide when it watches all). */}}
+{{- define "zbo.namespacedRules" -}}
+- apiGroups: [zomro.com]
+  resources: [backupschedules]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [zomro.com]
+  resources: [backupschedules/status]
+  verbs: [get, patch, update]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
