@@ -1,0 +1,71 @@
+"""An in-memory stand-in for ZomroClient, for unit tests of the reconcile core only.
+
+Behaviour against the real HTTP surface is tested against the sandbox; this fake exists so the
+decision core's branches run in microseconds and failures can be injected per call.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from zomro_backup_operator.zomro.errors import AccessDeniedError, NotFoundError
+from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec
+
+
+@dataclass
+class FakeZomro:
+    instances: dict[str, str] = field(default_factory=lambda: {"5203773": "MyServer"})
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    fail: dict[str, Exception] = field(default_factory=dict)
+    """Raise this exception on the next call of the named method (then forget it)."""
+    after_create: Callable[[Schedule], None] | None = None
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(14))
+
+    def _enter(self, method: str, instance_id: str | None = None) -> None:
+        self.calls.append(method)
+        if method in self.fail:
+            raise self.fail.pop(method)
+        if instance_id is not None and instance_id not in self.instances:
+            raise AccessDeniedError(f"instance {instance_id} is not yours")
+
+    def add(self, instance_id: str, spec: ScheduleSpec) -> Schedule:
+        schedule = Schedule(
+            id=str(next(self._ids)),
+            instance_id=instance_id,
+            name=spec.name,
+            days=spec.days,
+            time=spec.time,
+            server_name=self.instances[instance_id],
+        )
+        self.schedules[schedule.id] = schedule
+        return schedule
+
+    async def list_instances(self) -> list[Instance]:
+        self._enter("list_instances")
+        return [Instance(id=i, name=n) for i, n in self.instances.items()]
+
+    async def list_schedules(self, instance_id: str) -> list[Schedule]:
+        self._enter("list_schedules", instance_id)
+        return [s for s in self.schedules.values() if s.instance_id == instance_id]
+
+    async def create_schedule(self, instance_id: str, spec: ScheduleSpec) -> Schedule:
+        self._enter("create_schedule", instance_id)
+        created = self.add(instance_id, spec)
+        if self.after_create is not None:
+            self.after_create(created)
+        return created
+
+    async def update_schedule(self, instance_id: str, schedule_id: str, spec: ScheduleSpec) -> None:
+        self._enter("update_schedule", instance_id)
+        if schedule_id not in self.schedules:
+            raise NotFoundError(f"schedule {schedule_id} not found")
+        self.schedules[schedule_id] = replace(
+            self.schedules[schedule_id], name=spec.name, days=spec.days, time=spec.time
+        )
+
+    async def delete_schedule(self, instance_id: str, schedule_id: str) -> None:
+        self._enter("delete_schedule", instance_id)
+        self.schedules.pop(schedule_id, None)

@@ -1,0 +1,307 @@
+"""The decision core against an in-memory Zomro: every branch of create, change, adopt, drift,
+conflict and removal, without a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pytest
+from fake_zomro import FakeZomro
+
+from zomro_backup_operator.reconcile import (
+    Action,
+    AdoptionError,
+    ConflictError,
+    Remote,
+    Removal,
+    ensure,
+    remove,
+)
+from zomro_backup_operator.resources import Desired, Observed
+from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot
+from zomro_backup_operator.zomro.errors import AccessDeniedError, UnknownOutcomeError
+from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
+
+INSTANCE = "5203773"
+WEEKDAYS = frozenset(Weekday(d) for d in range(1, 6))
+
+
+def spec(
+    name: str = "MySchedule", time: str = "02:01", days: frozenset[Weekday] = WEEKDAYS
+) -> ScheduleSpec:
+    return ScheduleSpec(name=name, days=days, time=time)
+
+
+def desired(
+    name: str = "nightly",
+    schedule: ScheduleSpec | None = None,
+    *,
+    adopt_id: str | None = None,
+    policy: str = "Delete",
+) -> Desired:
+    return Desired(
+        namespace="team",
+        name=name,
+        generation=1,
+        instance_id=INSTANCE,
+        schedule=schedule or spec(),
+        deletion_policy=policy,  # type: ignore[arg-type]
+        adopt_id=adopt_id,
+    )
+
+
+class World:
+    """One Zomro, one slot, one claims registry, one kopf index: what one operator process has."""
+
+    def __init__(self) -> None:
+        self.zomro = FakeZomro()
+        self.slot = InstanceSlot()
+        self.claims = Claims()
+        self.index: dict[ClaimKey, list[str]] = {}
+        self.pending: list[str] = []
+
+    def remote(self, max_age: float = 300.0) -> Remote:
+        indexed: Mapping[ClaimKey, Iterable[str]] = self.index
+        return Remote(self.zomro, self.slot, self.claims, indexed, max_age)
+
+    async def record_pending(self, name: str) -> None:
+        self.pending.append(name)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_a_new_resource_creates_exactly_one_schedule_after_recording_its_intent(
+    world: World,
+) -> None:
+    outcome = await ensure(desired(), Observed(), world.remote(), world.record_pending)
+
+    assert outcome.action is Action.CREATED
+    assert [s.name for s in world.zomro.schedules.values()] == ["MySchedule"]
+    assert world.pending == ["MySchedule"]
+    assert world.zomro.calls == ["list_schedules", "create_schedule"]
+    assert world.claims.owner(INSTANCE, outcome.schedule.id, {}) == "team/nightly"
+
+
+async def test_a_schedule_in_step_with_its_spec_is_left_alone(world: World) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+
+    outcome = await ensure(
+        desired(), Observed(schedule_id=held.id), world.remote(), world.record_pending
+    )
+
+    assert outcome.action is Action.SYNCED
+    assert world.zomro.calls == ["list_schedules"]
+
+
+async def test_a_changed_spec_changes_the_same_schedule_in_place(world: World) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+    new = spec(name="Renamed", time="03:30", days=frozenset({Weekday.SUNDAY}))
+
+    outcome = await ensure(
+        desired(schedule=new), Observed(schedule_id=held.id), world.remote(), world.record_pending
+    )
+
+    assert outcome.action is Action.UPDATED
+    assert outcome.previous is not None
+    assert outcome.previous.time == "02:01"
+    assert list(world.zomro.schedules) == [held.id]
+    assert world.zomro.schedules[held.id].spec == new
+
+
+async def test_a_schedule_removed_behind_our_back_is_recreated(world: World) -> None:
+    outcome = await ensure(
+        desired(), Observed(schedule_id="99"), world.remote(), world.record_pending
+    )
+
+    assert outcome.action is Action.RECREATED
+    assert outcome.previous_id == "99"
+    assert len(world.zomro.schedules) == 1
+
+
+async def test_an_unclaimed_schedule_with_our_name_is_adopted_not_duplicated(world: World) -> None:
+    existing = world.zomro.add(INSTANCE, spec(time="05:00"))
+
+    outcome = await ensure(desired(), Observed(), world.remote(), world.record_pending)
+
+    assert outcome.action is Action.ADOPTED
+    assert outcome.schedule.id == existing.id
+    assert world.zomro.schedules[existing.id].time == "02:01"
+    assert "create_schedule" not in world.zomro.calls
+
+
+async def test_a_create_whose_answer_was_lost_is_found_by_its_recorded_name_after_a_rename(
+    world: World,
+) -> None:
+    # A crash after Zomro created "Old" but before status recorded its id; since then the
+    # user renamed the schedule. The recorded intent still finds it: no second schedule.
+    lost = world.zomro.add(INSTANCE, spec(name="Old"))
+    observed = Observed(pending_name="Old")
+
+    outcome = await ensure(
+        desired(schedule=spec(name="New")), observed, world.remote(), world.record_pending
+    )
+
+    assert outcome.schedule.id == lost.id
+    assert list(world.zomro.schedules) == [lost.id]
+    assert world.zomro.schedules[lost.id].name == "New"
+
+
+async def test_an_unknown_create_outcome_heals_on_the_next_attempt_without_a_duplicate(
+    world: World,
+) -> None:
+    def lose_answer(_: object) -> None:
+        raise UnknownOutcomeError("create: timed out after sending")
+
+    world.zomro.after_create = lose_answer
+    with pytest.raises(UnknownOutcomeError):
+        await ensure(desired(), Observed(), world.remote(), world.record_pending)
+    world.zomro.after_create = None
+
+    outcome = await ensure(
+        desired(), Observed(pending_name="MySchedule"), world.remote(), world.record_pending
+    )
+
+    assert outcome.action is Action.ADOPTED
+    assert len(world.zomro.schedules) == 1
+
+
+async def test_a_name_taken_by_another_resource_is_a_conflict(world: World) -> None:
+    theirs = world.zomro.add(INSTANCE, spec())
+    world.index[(INSTANCE, theirs.id)] = ["team/other"]
+
+    with pytest.raises(ConflictError, match="team/other"):
+        await ensure(desired(), Observed(), world.remote(), world.record_pending)
+    assert len(world.zomro.schedules) == 1
+
+
+async def test_two_resources_racing_for_one_name_cannot_both_claim_it(world: World) -> None:
+    # The first claims the schedule; the index has not seen its status yet.
+    await ensure(desired("first"), Observed(), world.remote(), world.record_pending)
+
+    with pytest.raises(ConflictError, match="team/first"):
+        await ensure(desired("second"), Observed(), world.remote(), world.record_pending)
+    assert len(world.zomro.schedules) == 1
+
+
+async def test_the_adoption_annotation_takes_over_that_schedule_and_brings_it_to_spec(
+    world: World,
+) -> None:
+    world.zomro.add(INSTANCE, spec(name="Decoy"))
+    target = world.zomro.add(INSTANCE, spec(name="Legacy", time="04:00"))
+
+    outcome = await ensure(
+        desired(adopt_id=target.id), Observed(), world.remote(), world.record_pending
+    )
+
+    assert outcome.action is Action.ADOPTED
+    assert outcome.schedule.id == target.id
+    assert world.zomro.schedules[target.id].spec == spec()
+    assert len(world.zomro.schedules) == 2
+
+
+async def test_adopting_a_schedule_the_instance_does_not_have_fails_clearly(world: World) -> None:
+    with pytest.raises(AdoptionError, match="no such schedule"):
+        await ensure(desired(adopt_id="777"), Observed(), world.remote(), world.record_pending)
+    assert world.zomro.schedules == {}
+
+
+async def test_adopting_a_schedule_claimed_by_another_resource_is_a_conflict(world: World) -> None:
+    theirs = world.zomro.add(INSTANCE, spec(name="Theirs"))
+    world.index[(INSTANCE, theirs.id)] = ["team/other"]
+
+    with pytest.raises(ConflictError):
+        await ensure(desired(adopt_id=theirs.id), Observed(), world.remote(), world.record_pending)
+
+
+async def test_resources_on_one_instance_share_one_listing_per_period(world: World) -> None:
+    for name in ("a", "b", "c"):
+        await ensure(
+            desired(name, spec(name=name)), Observed(), world.remote(), world.record_pending
+        )
+
+    assert world.zomro.calls.count("list_schedules") == 1
+    assert world.zomro.calls.count("create_schedule") == 3
+
+
+async def test_an_expired_listing_is_fetched_again(world: World) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+    await ensure(desired(), Observed(schedule_id=held.id), world.remote(), world.record_pending)
+    await ensure(
+        desired(), Observed(schedule_id=held.id), world.remote(max_age=0.0), world.record_pending
+    )
+
+    assert world.zomro.calls.count("list_schedules") == 2
+
+
+async def test_deleting_with_delete_policy_removes_the_zomro_schedule(world: World) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+
+    result = await remove(desired(), Observed(schedule_id=held.id), world.claims, _connect(world))
+
+    assert result == (Removal.DELETED, held.id)
+    assert world.zomro.schedules == {}
+
+
+async def test_deleting_with_orphan_policy_keeps_the_zomro_schedule_and_calls_nothing(
+    world: World,
+) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+
+    async def no_connect() -> Remote:
+        raise AssertionError("Orphan must not need Zomro or credentials")
+
+    result = await remove(
+        desired(policy="Orphan"), Observed(schedule_id=held.id), world.claims, no_connect
+    )
+
+    assert result == (Removal.ORPHANED, held.id)
+    assert held.id in world.zomro.schedules
+
+
+async def test_deleting_a_resource_whose_create_was_never_recorded_removes_what_it_made(
+    world: World,
+) -> None:
+    made = world.zomro.add(INSTANCE, spec())
+
+    result = await remove(
+        desired(), Observed(pending_name="MySchedule"), world.claims, _connect(world)
+    )
+
+    assert result == (Removal.DELETED, made.id)
+    assert world.zomro.schedules == {}
+
+
+async def test_deleting_a_resource_that_never_reached_zomro_needs_nothing(world: World) -> None:
+    async def no_connect() -> Remote:
+        raise AssertionError("nothing to delete: no credentials needed")
+
+    assert await remove(desired(), Observed(), world.claims, no_connect) == (Removal.NOTHING, None)
+
+
+async def test_deletion_counts_a_vanished_instance_as_done_only_when_the_account_confirms(
+    world: World,
+) -> None:
+    world.zomro.instances = {}
+    result = await remove(desired(), Observed(schedule_id="14"), world.claims, _connect(world))
+    assert result == (Removal.INSTANCE_GONE, "14")
+
+
+async def test_deletion_refused_for_an_instance_the_account_still_has_keeps_waiting(
+    world: World,
+) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+    world.zomro.fail["delete_schedule"] = AccessDeniedError("Insufficient privileges")
+
+    with pytest.raises(AccessDeniedError):
+        await remove(desired(), Observed(schedule_id=held.id), world.claims, _connect(world))
+    assert held.id in world.zomro.schedules
+
+
+def _connect(world: World):  # type: ignore[no-untyped-def]
+    async def connect() -> Remote:
+        return world.remote()
+
+    return connect
