@@ -50,7 +50,7 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9._:~+/=-]{1,256}$")
 _OBJECT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _LOOSE_TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 _SESSION_HINTS = ("insufficient privileges", "session expired", "session has expired")
-_BUSY_HINTS = ("request in process", "runningoperation")
+_BUSY_HINTS = ("request in process", "requestinprocess", "runningoperation")
 _TWO_FACTOR_HINTS = ("2fa", "totp", "tfa", "otp", "two-factor", "two factor")
 _REFUSED_LOGIN = frozenset({"badpassword", "blocked_ip", "blockgeoip", "blocked", "disabled"})
 _VALUE_TYPES = frozenset({"value", "missed", "exists", "badvalue", "toolong", "tooshort", "range"})
@@ -106,7 +106,7 @@ def scalar(value: Json) -> str | None:
     return None
 
 
-def rows(doc: Doc, *, func: str) -> list[dict[str, object]]:
+def rows(doc: Mapping[str, object], *, func: str) -> list[dict[str, object]]:
     """The rows of a list answer: no ``elem`` is an empty list, a single object a list of one."""
     elem = doc.get("elem")
     if elem is None:
@@ -201,7 +201,7 @@ def parse_schedule(row: Mapping[str, object], *, instance_id: str, index: int = 
     )
 
 
-def parse_schedules(doc: Doc, *, instance_id: str) -> list[Schedule]:
+def parse_schedules(doc: Mapping[str, object], *, instance_id: str) -> list[Schedule]:
     """All rows of a schedule list."""
     func = "instances.fleio_bckps.schedule"
     return [
@@ -210,7 +210,7 @@ def parse_schedules(doc: Doc, *, instance_id: str) -> list[Schedule]:
     ]
 
 
-def parse_instances(doc: Doc) -> list[Instance]:
+def parse_instances(doc: Mapping[str, object]) -> list[Instance]:
     """All rows of ``instances``."""
     result: list[Instance] = []
     for index, row in enumerate(rows(doc, func="instances")):
@@ -231,7 +231,7 @@ def parse_instances(doc: Doc) -> list[Instance]:
     return result
 
 
-def parse_session_id(doc: Doc) -> str:
+def parse_session_id(doc: Mapping[str, object]) -> str:
     """The session id in a ``func=auth`` answer: ``doc.auth.$id`` (or ``doc.auth.$``)."""
     auth = doc.get("auth")
     sid: str | None = None
@@ -252,7 +252,7 @@ def parse_session_id(doc: Doc) -> str:
     return sid
 
 
-def parse_created_id(doc: Doc) -> str | None:
+def parse_created_id(doc: Mapping[str, object]) -> str | None:
     """The new object's id when a create answer carries it (``doc.id.$``), else None."""
     value = scalar(doc.get("id"))
     if value is None or not value.strip():
@@ -260,7 +260,7 @@ def parse_created_id(doc: Doc) -> str | None:
     return _object_id(value, what="new id", func="create")
 
 
-def is_acknowledged(doc: Doc) -> bool:
+def is_acknowledged(doc: Mapping[str, object]) -> bool:
     """True when a write answer says it was applied (``doc.ok`` or a new ``doc.id``)."""
     return "ok" in doc or scalar(doc.get("id")) is not None
 
@@ -281,12 +281,18 @@ class ErrorInfo:
     @property
     def is_session_problem(self) -> bool:
         """True when the error may mean the session is gone (Zomro says ``access`` for that)."""
-        if self.object in _REFUSED_LOGIN or self.object == "blocklogon":
+        if self.object in _REFUSED_LOGIN or self.object == "blocklogon" or self.is_busy:
             return False
         if self.type in ("access", "auth"):
             return True
         text = self.message.lower()
         return any(hint in text for hint in _SESSION_HINTS)
+
+    @property
+    def is_busy(self) -> bool:
+        """The session or the instance is busy with another request or operation."""
+        text = f"{self.object} {self.message} {self.detail}".lower().replace(" ", "")
+        return any(hint.replace(" ", "") in text for hint in _BUSY_HINTS)
 
     @property
     def says_expired(self) -> bool:
@@ -326,7 +332,7 @@ def _field_errors(text: str) -> dict[str, list[str]]:
     return result
 
 
-def read_error(doc: Doc) -> ErrorInfo | None:
+def read_error(doc: Mapping[str, object]) -> ErrorInfo | None:
     """``doc.error`` unwrapped, or None when the answer is not an error."""
     if "error" not in doc:
         return None
@@ -351,7 +357,7 @@ def to_exception(info: ErrorInfo, *, func: str) -> ZomroError:
     message = f"{func}: {text} ({what})"
     obj = info.object.lower()
     lowered = f"{info.message} {info.detail}".lower()
-    if obj == "runningoperation" or any(hint in lowered for hint in _BUSY_HINTS):
+    if info.is_busy:
         return OperationInProgressError(message)
     if info.field_errors:
         return InvalidValueError(message, field_errors=info.field_errors)
@@ -364,6 +370,9 @@ def to_exception(info: ErrorInfo, *, func: str) -> ZomroError:
     if info.type == "access":
         return AccessDeniedError(message)
     if info.type in _NOT_FOUND_TYPES or obj in _NOT_FOUND_TYPES:
+        return NotFoundError(message)
+    if info.type == "missed" and obj == "elid" and "not exist" in lowered:
+        # BILLmanager names an unknown object id this way ("The item '15' does not exist").
         return NotFoundError(message)
     if info.type in _VALUE_TYPES:
         field_errors = {info.object: [text]} if info.object else {}
