@@ -1,0 +1,161 @@
+"""Reading resources and settings: clear errors naming the field or variable."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from zomro_backup_operator.credentials import CredentialsError, CredentialStore, parse_secret
+from zomro_backup_operator.resources import Desired, InvalidSpecError, Observed
+from zomro_backup_operator.settings import SecretRef, Settings, SettingsError
+from zomro_backup_operator.zomro.models import Weekday
+
+SPEC = {"instanceId": "5203773", "days": ["Monday", "Friday"], "time": "02:01"}
+
+
+def read(
+    spec: dict[str, object], annotations: dict[str, str] | None = None, name: str = "nightly"
+) -> Desired:
+    return Desired.from_resource(
+        namespace="team", name=name, generation=3, spec=spec, annotations=annotations or {}
+    )
+
+
+def test_schedule_name_defaults_to_the_resource_name() -> None:
+    desired = read(SPEC)
+    assert desired.schedule.name == "nightly"
+    assert desired.schedule.days == frozenset({Weekday.MONDAY, Weekday.FRIDAY})
+    assert desired.deletion_policy == "Delete"
+
+
+def test_the_adoption_annotation_is_read() -> None:
+    assert read(SPEC, {"zomro.com/schedule-id": "14"}).adopt_id == "14"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({**SPEC, "instanceId": "abc"}, "spec.instanceId"),
+        ({**SPEC, "days": ["Funday"]}, "spec.days"),
+        ({**SPEC, "days": []}, "at least one day"),
+        ({**SPEC, "time": "25:00"}, "HH:MM"),
+        ({**SPEC, "deletionPolicy": "Keep"}, "spec.deletionPolicy"),
+    ],
+)
+def test_bad_specs_are_refused_naming_the_field(spec: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidSpecError, match=field):
+        read(spec)
+
+
+def test_a_long_resource_name_without_schedule_name_is_refused() -> None:
+    with pytest.raises(InvalidSpecError, match="1-60"):
+        read(SPEC, name="x" * 61)
+
+
+def test_observed_status_reads_id_pending_intent_and_ready_reason() -> None:
+    observed = Observed.from_status(
+        {
+            "scheduleId": "14",
+            "pendingCreate": {"name": "MySchedule"},
+            "observedGeneration": 2,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "Conflict"}],
+        }
+    )
+    assert observed == Observed("14", None, "MySchedule", 2, "Conflict")
+
+
+def test_settings_have_the_documented_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.api_url == "https://api.zomro.com/"
+    assert settings.resync_seconds == 300
+    assert settings.default_credentials is None
+
+
+def test_settings_are_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ZOMRO_CREDENTIALS_SECRET": "ops/zomro",
+            "ZOMRO_RESYNC_SECONDS": "30",
+            "ZOMRO_LOG_FORMAT": "JSON",
+        }
+    )
+    assert settings.default_credentials == SecretRef("ops", "zomro")
+    assert settings.resync_seconds == 30
+    assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"ZOMRO_CREDENTIALS_SECRET": "no-slash"}, "ZOMRO_CREDENTIALS_SECRET"),
+        ({"ZOMRO_RESYNC_SECONDS": "soon"}, "ZOMRO_RESYNC_SECONDS"),
+        ({"ZOMRO_RESYNC_SECONDS": "0"}, "ZOMRO_RESYNC_SECONDS"),
+        ({"ZOMRO_API_URL": "ftp://x"}, "ZOMRO_API_URL"),
+        ({"ZOMRO_LOG_FORMAT": "xml"}, "ZOMRO_LOG_FORMAT"),
+    ],
+)
+def test_malformed_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env(env)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+REF = SecretRef("team", "zomro")
+
+
+def test_a_secret_with_username_and_password_gives_a_renewable_login() -> None:
+    credentials = parse_secret(REF, {"username": b64("demo"), "password": b64("s3cret")})
+    assert (credentials.username, credentials.password) == ("demo", "s3cret")
+
+
+def test_a_secret_with_only_a_token_gives_token_credentials() -> None:
+    assert parse_secret(REF, {"token": b64("abc123")}).token == "abc123"
+
+
+def test_a_secret_without_usable_keys_names_the_keys_but_no_values() -> None:
+    with pytest.raises(CredentialsError, match="'username' and 'password', or 'token'") as info:
+        parse_secret(REF, {"username": b64("demo-user-name")})
+    assert "demo-user-name" not in str(info.value)
+
+
+async def test_a_deleted_secret_still_serves_deletions_with_its_last_known_value() -> None:
+    secrets: dict[tuple[str, str], dict[str, str]] = {
+        ("team", "zomro"): {"username": b64("demo"), "password": b64("demo")}
+    }
+    now = [0.0]
+    store = CredentialStore(
+        lambda ns, n: secrets.get((ns, n)), default=None, ttl=10, clock=lambda: now[0]
+    )
+    assert (await store.get(REF)).username == "demo"
+
+    del secrets[("team", "zomro")]
+    now[0] = 11.0
+
+    with pytest.raises(CredentialsError, match="not found"):
+        await store.get(REF)
+    assert (await store.get(REF, allow_last_known=True)).username == "demo"
+
+
+async def test_a_rotated_secret_is_picked_up_after_the_cache_time() -> None:
+    secrets = {("team", "zomro"): {"token": b64("old")}}
+    now = [0.0]
+    store = CredentialStore(
+        lambda ns, n: secrets.get((ns, n)), default=None, ttl=10, clock=lambda: now[0]
+    )
+    assert (await store.get(REF)).token == "old"
+
+    secrets[("team", "zomro")] = {"token": b64("new")}
+    now[0] = 5.0
+    assert (await store.get(REF)).token == "old"
+    now[0] = 10.0
+    assert (await store.get(REF)).token == "new"
+
+
+def test_without_a_secret_ref_or_default_the_error_says_what_to_set() -> None:
+    store = CredentialStore(lambda ns, n: None, default=None)
+    with pytest.raises(CredentialsError, match="ZOMRO_CREDENTIALS_SECRET"):
+        store.ref_for("team", None)
