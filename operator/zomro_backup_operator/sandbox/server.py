@@ -66,6 +66,15 @@ class Sandbox:
     def __repr__(self) -> str:
         return f"Sandbox({self.state!r})"
 
+    @property
+    def calls_in_process(self) -> int:
+        """API calls on a session that are being served right now."""
+        return len(self._in_process)
+
+    def set_faults(self, **faults: Any) -> None:
+        """Change the given faults (the JSON form of ``/_sandbox/faults``), keep the others."""
+        self.faults.update(faults, self.state.now())
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("GET", "/", self.handle_api)
@@ -425,6 +434,16 @@ class RunningSandbox:
     @property
     def control_url(self) -> str:
         return self.url.rstrip("/") + CONTROL_PREFIX
+
+    def set_faults(self, **faults: Any) -> None:
+        """E.g. ``sb.set_faults(outage="503", latency=0.2)``; see docs/sandbox.md."""
+        self.sandbox.set_faults(**faults)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def expire_sessions(self) -> int:
+        return self.state.expire_sessions()
 
 
 def _url(host: str, port: int) -> str:
