@@ -84,7 +84,7 @@ async def login(
     http: httpx.AsyncClient,
     sb: RunningSandbox,
     username: str = "demo",
-    password: str = "demo",  # noqa: S107
+    password: str = "demo",
 ) -> str:
     doc = await call(http, sb, func="auth", username=username, password=password)
     sid: str = doc["auth"]["$id"]
