@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit test chaos bench demo control-plane-up control-plane-down binaries clean
+.PHONY: help venv lint format typecheck unit test chaos bench demo demo-down sync-crds control-plane-up control-plane-down binaries clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -42,6 +42,15 @@ test: $(STAMP) lint typecheck binaries ## everything: lint, types, unit and real
 
 chaos: $(STAMP) binaries ## the long fault-injection variants
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+demo: $(STAMP) binaries ## control plane + sandbox + operator + the example, shown reconciled (KEEP=1 leaves it running)
+	KEEP=$(KEEP) hack/demo
+
+demo-down: ## stop a demo left running with KEEP=1
+	hack/demo down
+
+sync-crds: ## copy crds/ into the Helm chart and deploy/ (crds/ is the single source)
+	hack/sync-crds
 
 control-plane-up: binaries ## start etcd + kube-apiserver on loopback
 	hack/control-plane up
