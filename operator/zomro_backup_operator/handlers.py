@@ -15,8 +15,8 @@ from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.state import ClaimKey
 
 
-def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
-    """Register every handler; the drift timer's period comes from ``settings``."""
+def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
+    """Register every handler; the drift timer's period and the runtime come from ``config``."""
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry)
@@ -26,7 +26,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.persistence.progress_storage = kopf.StatusProgressStorage()
         settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
         settings.posting.level = logging.INFO
-        memo.runtime = runtime.Runtime.build(runtime.settings_of(memo))
+        memo.runtime = runtime.Runtime.build(config)
 
     @kopf.on.cleanup(registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
@@ -55,8 +55,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     @kopf.timer(
         *resource,
         registry=registry,
-        interval=settings.resync_seconds,
-        initial_delay=lambda **_: settings.resync_seconds * random.uniform(0.5, 1.0),
+        interval=config.resync_seconds,
+        initial_delay=lambda **_: config.resync_seconds * random.uniform(0.5, 1.0),
     )
     async def resync(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
         await operations.resync(

@@ -45,6 +45,5 @@ def run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness,
-        memo=kopf.Memo(config=settings),
     )
     return 0

@@ -6,8 +6,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
-
 from zomro_backup_operator import metrics
 from zomro_backup_operator.credentials import CredentialStore
 from zomro_backup_operator.kube import Kube
@@ -73,9 +71,3 @@ def of(memo: Any) -> Runtime:
     runtime = memo.runtime
     assert isinstance(runtime, Runtime)
     return runtime
-
-
-def settings_of(memo: kopf.Memo) -> Settings:
-    settings = memo.config
-    assert isinstance(settings, Settings)
-    return settings
