@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from zomro_backup_operator.sandbox import SandboxControl, start_sandbox_process
+from zomro_backup_operator.sandbox import Sandbox, SandboxControl, start_sandbox_process
+from zomro_backup_operator.sandbox.config import ConfigError, load_config, parse_config
 from zomro_backup_operator.sandbox.control import SandboxControlError
+from zomro_backup_operator.sandbox.faults import FaultError
 
 INSTANCE = "5203773"
 
@@ -150,3 +152,37 @@ def test_sync_control_client_drives_a_sandbox_process_through_an_outage() -> Non
         assert error["$type"] == "access"
         control.reset()
         assert control.requests() == []
+
+
+def test_the_example_config_loads_with_its_two_accounts() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "sandbox-config.yaml"
+    config = load_config(example)
+    assert [a.username for a in config.accounts] == ["demo", "other"]
+    assert config.accounts[0].instances[0].id == INSTANCE
+    assert config.session_ttl == 3600
+
+
+@pytest.mark.parametrize(
+    ("raw", "complaint"),
+    [
+        ({"accounts": [{"username": "a", "password": "p", "instances": [{"id": "x1"}]}]}, "id"),
+        (
+            {
+                "accounts": [
+                    {"username": "a", "password": "p", "instances": [{"id": 1, "name": "n"}]},
+                    {"username": "b", "password": "p", "instances": [{"id": 1, "name": "m"}]},
+                ]
+            },
+            "twice",
+        ),
+        ({"accounts": [{"username": "a:b", "password": "p"}]}, "username"),
+        ({"session_ttl": 0}, "session_ttl"),
+        ({"sesion_ttl": 10}, "unknown"),
+        ({"faults": {"outage": "maybe"}}, "outage"),
+    ],
+)
+def test_invalid_configs_are_refused_with_the_offending_entry_named(
+    raw: dict[str, object], complaint: str
+) -> None:
+    with pytest.raises((ConfigError, FaultError), match=complaint):
+        Sandbox(parse_config(raw))
