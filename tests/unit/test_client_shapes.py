@@ -410,3 +410,26 @@ def test_credentials_and_client_reprs_hold_no_secret() -> None:
         assert SID not in text
     assert credentials.fingerprint == Credentials("u", "p-secret", SID).fingerprint
     assert credentials.fingerprint != Credentials("u", "p-secret2").fingerprint
+
+
+async def test_a_list_zomro_pages_by_itself_is_read_to_the_end() -> None:
+    def row(ident: str) -> dict[str, object]:
+        return {**ROW, "id": {"$": ident}}
+
+    def listing(form: dict[str, str]) -> httpx.Response:
+        pages = {"1": [row("14"), row("15")], "2": [row("16")]}
+        number = form.get("p_num", "1")
+        return doc({"p_elems": {"$": "3"}, "p_cnt": {"$": "2"}, "elem": pages[number]})
+
+    fake = FakeZomro({FUNC_SCHEDULES: listing})
+    async with make(fake) as zc:
+        schedules = await zc.list_schedules(INSTANCE)
+    assert [s.id for s in schedules] == ["14", "15", "16"]
+    assert [call.get("p_num") for call in fake.calls[1:]] == [None, "2"]
+
+
+async def test_an_unpaged_list_is_read_in_one_request() -> None:
+    fake = FakeZomro({FUNC_SCHEDULES: doc({"p_elems": {"$": "1"}, "elem": [ROW]})})
+    async with make(fake) as zc:
+        assert len(await zc.list_schedules(INSTANCE)) == 1
+    assert fake.funcs == [FUNC_AUTH, FUNC_SCHEDULES]

@@ -51,6 +51,9 @@ FUNC_SCHEDULES: Final = "instances.fleio_bckps.schedule"
 FUNC_SCHEDULE_EDIT: Final = "instances.fleio_bckps.schedule.edit"
 FUNC_SCHEDULE_DELETE: Final = "instances.fleio_bckps.schedule.delete"
 
+MAX_PAGES: Final = 100
+"""A list longer than this many pages is not one this client asked for."""
+
 RequestHook = Callable[[str, str, float], None]
 """Called after every HTTP request with (func, outcome, seconds); outcome is ``ok`` or an error
 class name, so it suits a metrics label."""
@@ -159,12 +162,12 @@ class ZomroClient:
 
     async def list_instances(self) -> list[Instance]:
         """The account's VPS instances."""
-        doc = await self._read(FUNC_INSTANCES, {})
+        doc = await self._read_list(FUNC_INSTANCES, {})
         return wire.parse_instances(doc)
 
     async def list_schedules(self, instance_id: str) -> list[Schedule]:
         """All backup schedules of one instance (an unknown or foreign instance: access denied)."""
-        doc = await self._read(FUNC_SCHEDULES, {"elid": instance_id})
+        doc = await self._read_list(FUNC_SCHEDULES, {"elid": instance_id})
         schedules = wire.parse_schedules(doc, instance_id=instance_id)
         # Remembered so that a create can tell its own new row from rows that were there before.
         self._known_ids[instance_id] = frozenset(schedule.id for schedule in schedules)
@@ -283,6 +286,30 @@ class ZomroClient:
 
     # --- reads and writes -----------------------------------------------------------------
 
+    async def _read_list(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
+        """A list read. If Zomro paged it (``p_cnt`` set, ``p_elems`` above the rows received),
+        the remaining pages are fetched too and the rows merged, each id once."""
+        doc = await self._read(func, fields)
+        page = wire.paging(doc)
+        if page is None:
+            return doc
+        total, page_size = page
+        rows = wire.rows(doc, func=func)
+        if len(rows) >= total or page_size <= 0:
+            return doc
+        pages = min(-(-total // page_size), MAX_PAGES)
+        for number in range(2, pages + 1):
+            more = await self._read(func, {**fields, "p_cnt": str(page_size), "p_num": str(number)})
+            rows += wire.rows(more, func=func)
+        seen: set[str] = set()
+        merged: list[dict[str, object]] = []
+        for row in rows:
+            key = wire.scalar(row.get("id")) or f"#{len(merged)}"
+            if key not in seen:
+                seen.add(key)
+                merged.append(row)
+        return {**doc, "elem": merged}
+
     async def _read(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
         """An idempotent call, retried with capped exponential backoff and full jitter."""
         retrying = AsyncRetrying(
@@ -321,7 +348,7 @@ class ZomroClient:
             self._options.backoff_max,
             self._options.backoff_initial * 2 ** (state.attempt_number - 1),
         )
-        delay = random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not cryptography
+        delay = random.uniform(0.0, ceiling)
         exc = state.outcome.exception() if state.outcome is not None else None
         # Throttles pause the whole client: that pause is waited in _send, not added here.
         if isinstance(exc, ZomroError) and exc.retry_after is not None and not _pauses(exc):

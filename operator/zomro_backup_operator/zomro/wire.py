@@ -123,6 +123,17 @@ def rows(doc: Mapping[str, object], *, func: str) -> list[dict[str, object]]:
     return result
 
 
+def paging(doc: Mapping[str, object]) -> tuple[int, int] | None:
+    """``(p_elems, p_cnt)`` when the answer says it is one page of a longer list, else None."""
+    total = scalar(doc.get("p_elems"))
+    size = scalar(doc.get("p_cnt"))
+    if total is None or size is None or not total.isdigit() or not size.isdigit():
+        return None
+    if len(total) > 9 or len(size) > 9:
+        return None
+    return int(total), int(size)
+
+
 def _required(row: Mapping[str, object], key: str, *, func: str, index: int) -> str:
     value = scalar(row.get(key))
     if value is None:
