@@ -168,6 +168,17 @@ async def test_late_create_with_drop_applies_it_and_never_answers(
     assert len(sb.state.schedules) == 2
 
 
+async def test_late_create_can_be_set_with_flat_keys_too(
+    sb: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    response = await control(
+        http, sb, "PATCH", "/faults", {"late_create_seconds": 30, "late_create_count": 1}
+    )
+    assert response.json()["late_create"] == {"seconds": 30, "drop": False, "count": 1}
+    response = await control(http, sb, "PATCH", "/faults", {"block_status": 403})
+    assert response.json()["block"] == {"status": 403, "seconds": None, "retry_after": None}
+
+
 async def test_late_create_leaves_changes_and_reads_alone(
     sb: RunningSandbox, http: httpx.AsyncClient
 ) -> None:

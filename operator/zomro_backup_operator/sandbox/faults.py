@@ -118,7 +118,7 @@ class Faults:
     def update(self, data: dict[str, Any], now: float) -> None:
         """Apply the given keys (others stay); validate everything before changing anything."""
         staged = Faults(**{k: v for k, v in vars(self).items() if k != "rng"}, rng=self.rng)
-        for key, value in data.items():
+        for key, value in self._fold_flat_keys(data, now).items():
             setter = _SETTERS.get(key)
             if setter is None:
                 raise FaultError(f"unknown fault {key!r}; known: {', '.join(sorted(_SETTERS))}")
@@ -126,6 +126,29 @@ class Faults:
         for key, value in vars(staged).items():
             if key != "rng":
                 setattr(self, key, value)
+
+    def _fold_flat_keys(self, data: dict[str, Any], now: float) -> dict[str, Any]:
+        """Accept ``late_create_seconds=5`` etc. as parts of ``late_create``/``block``."""
+        folded = {k: v for k, v in data.items() if k not in _FLAT_KEYS}
+        current = self.to_json(now)
+        for key, (group, part) in _FLAT_KEYS.items():
+            if key not in data:
+                continue
+            if not isinstance(folded.get(group), dict):
+                base = folded.get(group) if group in folded else current[group]
+                folded[group] = dict(base) if isinstance(base, dict) else {}
+            folded[group][part] = data[key]
+        return folded
+
+
+_FLAT_KEYS = {
+    "late_create_seconds": ("late_create", "seconds"),
+    "late_create_drop": ("late_create", "drop"),
+    "late_create_count": ("late_create", "count"),
+    "block_status": ("block", "status"),
+    "block_seconds": ("block", "seconds"),
+    "block_retry_after": ("block", "retry_after"),
+}
 
 
 def _number(value: Any, name: str, low: float, high: float | None = None) -> float:
