@@ -720,3 +720,21 @@ async def test_no_password_or_session_id_leaves_the_client(
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+async def test_during_a_long_pause_calls_fail_at_once_without_reaching_zomro(
+    client: ZomroClient, sb: RunningSandbox, fake_time: FakeTime
+) -> None:
+    await client.list_instances()
+    set_faults(sb, block={"status": 460, "retry_after": 300})
+    with pytest.raises(ThrottledError):
+        await client.list_schedules(INSTANCE)
+    set_faults(sb, block=None)
+    sb.state.requests.clear()
+    fake_time.now += 100
+    with pytest.raises(ThrottledError) as caught:
+        await client.create_schedule(INSTANCE, NIGHTLY)
+    assert caught.value.retry_after == pytest.approx(200)
+    assert sb.state.requests == []
+    fake_time.now += 200
+    assert [i.id for i in await client.list_instances()] == [INSTANCE]

@@ -444,7 +444,7 @@ class ZomroClient:
         """
         data = {"func": func, "out": "json", "lang": "en", **fields}
         async with self._in_flight:
-            await self._wait_while_paused()
+            await self._wait_while_paused(func)
             await self._limiter.acquire()
             started = time.perf_counter()
             outcome = "interrupted"  # stays so only if the request is cancelled
@@ -525,7 +525,9 @@ class ZomroClient:
             self._paused_until = until
         logger.debug("zomro %s: throttled, pausing all calls for %.1fs", func, exc.retry_after)
 
-    async def _wait_while_paused(self) -> None:
+    async def _wait_while_paused(self, func: str) -> None:
+        """Wait out a short pause; refuse at once (nothing sent) during a long one, so that a
+        caller is not held for minutes and can schedule its own retry."""
         # Sleeps once per pause; sleeps again only if the pause was extended meanwhile, so an
         # injected sleep that does not pass time cannot make this spin.
         while True:
@@ -533,6 +535,11 @@ class ZomroClient:
             remaining = until - self._clock()
             if remaining <= 0:
                 return
+            if remaining > self._options.backoff_max:
+                raise ThrottledError(
+                    f"{func}: not sent, Zomro asked this client to pause for {remaining:.0f}s more",
+                    retry_after=remaining,
+                )
             await self._sleep(remaining)
             if self._paused_until == until:
                 return
