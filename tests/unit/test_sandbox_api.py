@@ -681,3 +681,15 @@ async def test_keepalive_answers_a_plain_document_without_ok(
     doc = await call(http, sb, func="keepalive", auth=sid)
     assert "error" not in doc
     assert "ok" not in doc
+
+
+async def test_the_seed_tables_mistakes_are_not_forgiven(
+    sb: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    sid = await login(http, sb)
+    await call(http, sb, auth=sid, **create_fields())
+    by_plid = await call(http, sb, func="instances.fleio_bckps.schedule", auth=sid, plid=INSTANCE)
+    assert error_of(by_plid)["$type"] == "access"
+    via_image_delete = await call(http, sb, func="image.delete", auth=sid, elid="14")
+    assert error_of(via_image_delete)["$type"] == "missed"
+    assert list(sb.state.schedules) == ["14"]
