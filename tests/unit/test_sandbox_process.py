@@ -186,3 +186,21 @@ def test_invalid_configs_are_refused_with_the_offending_entry_named(
 ) -> None:
     with pytest.raises((ConfigError, FaultError), match=complaint):
         Sandbox(parse_config(raw))
+
+
+@pytest.mark.parametrize("content", ['{"version": 1}', "not json", '{"version": 99}'])
+def test_an_unusable_state_file_exits_with_a_message_instead_of_losing_it(
+    tmp_path: Path, content: str
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "state" in result.stderr
+    assert state.read_text() == content

@@ -435,7 +435,12 @@ class SandboxState:
             raise
 
     def _load(self, path: Path) -> None:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            self._load_data(json.loads(path.read_text(encoding="utf-8")), path)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"sandbox state file {path} is not usable: {exc!r}") from exc
+
+    def _load_data(self, data: Any, path: Path) -> None:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported sandbox state version in {path}")
         self.schedules = {}
