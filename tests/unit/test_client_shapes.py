@@ -30,6 +30,7 @@ from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     AuthenticationError,
+    InvalidValueError,
     LoginTemporarilyBlockedError,
     MalformedResponseError,
     ServerError,
@@ -433,3 +434,27 @@ async def test_an_unpaged_list_is_read_in_one_request() -> None:
     async with make(fake) as zc:
         assert len(await zc.list_schedules(INSTANCE)) == 1
     assert fake.funcs == [FUNC_AUTH, FUNC_SCHEDULES]
+
+
+async def test_a_refused_delete_of_a_schedule_that_is_still_listed_is_raised() -> None:
+    fake = FakeZomro(
+        {
+            FUNC_SCHEDULE_DELETE: error("access", "", "Insufficient privileges"),
+            FUNC_SCHEDULES: doc({"elem": [ROW]}),
+        }
+    )
+    async with make(fake) as zc:
+        with pytest.raises(AccessDeniedError):
+            await zc.delete_schedule(INSTANCE, "14")
+    # A brand-new session is not renewed: the refusal is real.
+    assert fake.funcs == [FUNC_AUTH, FUNC_SCHEDULE_DELETE, FUNC_SCHEDULES]
+
+
+async def test_a_refused_update_with_field_errors_is_raised_without_a_listing() -> None:
+    refusal = error("value", json.dumps({"rotation_time": ["Invalid time"]}), "Invalid value")
+    fake = FakeZomro({FUNC_SCHEDULE_EDIT: refusal})
+    async with make(fake) as zc:
+        with pytest.raises(InvalidValueError) as caught:
+            await zc.update_schedule(INSTANCE, "14", SPEC)
+    assert caught.value.field_errors == {"rotation_time": ["Invalid time"]}
+    assert FUNC_SCHEDULES not in fake.funcs

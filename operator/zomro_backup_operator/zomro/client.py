@@ -561,9 +561,9 @@ def _pauses(exc: ZomroError) -> bool:
 
 def _may_mean_gone(exc: ZomroError) -> bool:
     """Refusals that could mean "no such schedule": worth a listing to find out."""
-    return type(exc) is ZomroError or isinstance(
-        exc, AccessDeniedError | NotFoundError | InvalidValueError
-    )
+    if isinstance(exc, InvalidValueError):
+        return not exc.field_errors or "elid" in exc.field_errors
+    return type(exc) is ZomroError or isinstance(exc, AccessDeniedError | NotFoundError)
 
 
 def _unknown_outcome(func: str, why: str) -> UnknownOutcomeError:
