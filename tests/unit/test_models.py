@@ -10,9 +10,9 @@ from zomro_backup_operator.zomro.models import (
 
 
 def test_sunday_is_day_zero_as_zomro_numbers_the_week() -> None:
-    assert Weekday.SUNDAY == 0
-    assert Weekday.MONDAY == 1
-    assert Weekday.SATURDAY == 6
+    assert int(Weekday.SUNDAY) == 0
+    assert int(Weekday.MONDAY) == 1
+    assert int(Weekday.SATURDAY) == 6
 
 
 def test_listing_form_with_trailing_space_parses_to_the_same_set() -> None:
