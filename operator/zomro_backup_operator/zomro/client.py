@@ -61,7 +61,14 @@ class name, so it suits a metrics label."""
 
 @dataclass(frozen=True)
 class ClientOptions:
-    """Tuning of one client; the defaults are gentle on Zomro."""
+    """Tuning of one client; the defaults are gentle on Zomro.
+
+    ``timeout`` bounds each HTTP request as a whole (connect to last body byte);
+    ``max_requests_per_second`` spaces every request evenly, logins included; ``max_in_flight``
+    bounds concurrent requests on the session (Zomro refuses a second one "in process");
+    ``read_attempts`` and ``backoff_*`` drive read retries and throttle pauses without a
+    Retry-After; ``max_response_bytes`` caps what is read of any answer.
+    """
 
     timeout: float = 30.0
     max_requests_per_second: float = 5.0
@@ -82,7 +89,7 @@ class ClientOptions:
             raise ValueError("max_response_bytes must be at least 1024")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Session:
     """The current session id. Not a frozen value: never printed, compared by identity."""
 
@@ -93,7 +100,12 @@ class _Session:
 
 
 class ZomroClient:
-    """Typed access to Zomro's backup schedules for one credential set."""
+    """Typed access to Zomro's backup schedules for one credential set.
+
+    ``transport`` is the test seam (a MockTransport, or a real one wrapped); ``sleep`` and
+    ``clock`` (monotonic seconds) are what retries and throttle pauses wait with, so tests can
+    control time; ``on_request(func, outcome, seconds)`` is called after every HTTP request.
+    """
 
     def __init__(
         self,
