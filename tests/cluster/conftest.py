@@ -1,0 +1,205 @@
+"""Fixtures for tests against a real kube-apiserver, started by `hack/control-plane`.
+
+The tests only ever target the control plane this session starts (or one already started with
+`hack/control-plane up`), or a cluster named explicitly through `ZOMRO_TEST_KUBECONFIG`: never the
+kubeconfig a person happens to have active. Under `CI=true` a control plane that cannot start fails
+the tests; elsewhere they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CONTROL_PLANE = REPO / "hack" / "control-plane"
+CLUSTER_TESTS = Path(__file__).resolve().parent
+# Starting from a warm cache takes seconds; this bounds a stuck start, not a build.
+UP_TIMEOUT = 240.0
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """Where the session's API server is and which matching client binaries to use."""
+
+    kubeconfig: Path
+    server: str
+    bin_dir: Path
+    started_here: bool
+
+
+class Kubectl(Protocol):
+    """Runs the control plane's own kubectl against the session's kubeconfig."""
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/cluster needs the API server: mark it so `-m` can select it."""
+    for item in items:
+        if CLUSTER_TESTS in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"control plane unavailable under CI: {reason}", pytrace=False)
+    pytest.skip(f"control plane unavailable: {reason}")
+
+
+def _control_plane_info() -> dict[str, Any]:
+    result = subprocess.run(
+        [str(CONTROL_PLANE), "info"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        _unavailable(f"`hack/control-plane info` failed: {result.stderr.strip()}")
+    info: dict[str, Any] = json.loads(result.stdout)
+    return info
+
+
+def _server_of(kubeconfig: Path) -> str:
+    """The API server URL of the kubeconfig's current context."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    context_name = config.get("current-context")
+    contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
+    clusters = {c["name"]: c["cluster"] for c in config.get("clusters", [])}
+    cluster_name = contexts[context_name]["cluster"]
+    return str(clusters[cluster_name]["server"])
+
+
+def _start() -> ControlPlane:
+    explicit = os.environ.get("ZOMRO_TEST_KUBECONFIG")
+    info = _control_plane_info()
+    bin_dir = Path(info["bin_dir"])
+    if explicit:
+        kubeconfig = Path(explicit).expanduser().resolve()
+        if not kubeconfig.is_file():
+            _unavailable(f"ZOMRO_TEST_KUBECONFIG={explicit} is not a file")
+        return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, started_here=False)
+    if info["running"]:
+        kubeconfig = Path(info["kubeconfig"])
+        return ControlPlane(kubeconfig, str(info["server"]), bin_dir, started_here=False)
+    if not info["built"]:
+        _unavailable(
+            "binaries not built yet; run `hack/control-plane build` (or `make test`) once, "
+            "it takes a while the first time"
+        )
+    try:
+        result = subprocess.run(
+            [str(CONTROL_PLANE), "up"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=UP_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        subprocess.run([str(CONTROL_PLANE), "down"], check=False, capture_output=True)
+        _unavailable(f"`hack/control-plane up` took longer than {UP_TIMEOUT:.0f}s")
+    if result.returncode != 0:
+        _unavailable(f"`hack/control-plane up` failed:\n{result.stderr.strip()}")
+    line = result.stdout.strip()
+    prefix = "export KUBECONFIG="
+    if not line.startswith(prefix):
+        _unavailable(f"unexpected output from `hack/control-plane up`: {line!r}")
+    kubeconfig = Path(line.removeprefix(prefix).strip("'"))
+    return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, started_here=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def control_plane() -> Iterator[ControlPlane]:
+    """The session's API server; KUBECONFIG and PATH point at it and its matching clients."""
+    plane = _start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBECONFIG", str(plane.kubeconfig))
+        if plane.bin_dir.is_dir():
+            patch.setenv("PATH", f"{plane.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        try:
+            yield plane
+        finally:
+            if plane.started_here:
+                subprocess.run(
+                    [str(CONTROL_PLANE), "down"],
+                    capture_output=True,
+                    stdin=subprocess.DEVNULL,
+                    timeout=120,
+                    check=False,
+                )
+
+
+@pytest.fixture(scope="session")
+def k8s_api(control_plane: ControlPlane) -> Iterator[Any]:
+    """A `kubernetes.client.ApiClient` for the session's cluster, with admin rights."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    """Run kubectl (the API server's own version) against the session's cluster."""
+    own = control_plane.bin_dir / "kubectl"
+    binary = str(own) if own.exists() else "kubectl"
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [binary, f"--kubeconfig={control_plane.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture
+def namespace(k8s_api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(k8s_api)
+    stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"zt-{stem}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"zomro.test/owner": "pytest"})
+        )
+    )
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
