@@ -19,7 +19,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     """Register every handler; the drift timer's period and the runtime come from ``config``."""
     resource = (GROUP, VERSION, PLURAL)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="start")
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # kopf's own state goes to status, and the finalizer is ours: GitOps tools see no drift.
         settings.persistence.finalizer = FINALIZER
@@ -28,11 +28,16 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         settings.posting.level = logging.INFO
         memo.runtime = runtime.Runtime.build(config)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In-cluster service account, else the current kubeconfig, as the official client sees it.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: kopf.Memo, **_: Any) -> None:
         await runtime.of(memo).clients.aclose()
 
-    @kopf.index(*resource, registry=registry)
+    @kopf.index(*resource, registry=registry, id="claims")
     def claims(
         spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **_: Any
     ) -> dict[ClaimKey, str]:
@@ -42,19 +47,20 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
             return {}
         return {(str(instance_id), str(schedule_id)): f"{namespace}/{name}"}
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, registry=registry)
+    @kopf.on.resume(*resource, registry=registry, id="ensure")
+    @kopf.on.create(*resource, registry=registry, id="ensure")
+    @kopf.on.update(*resource, registry=registry, id="ensure")
     async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
         await operations.ensure(runtime.of(memo), _resource(kwargs), retry)
 
-    @kopf.on.delete(*resource, registry=registry)
+    @kopf.on.delete(*resource, registry=registry, id="delete")
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
         await operations.remove(runtime.of(memo), _resource(kwargs), retry)
 
     @kopf.timer(
         *resource,
         registry=registry,
+        id="resync",
         interval=config.resync_seconds,
         initial_delay=lambda **_: config.resync_seconds * random.uniform(0.5, 1.0),
     )
