@@ -132,11 +132,14 @@ def _restricted_pod_dry_run(kubectl: Kubectl, namespace: str, deployment: dict[s
         namespace,
         "pod-security.kubernetes.io/enforce=restricted",
     )
+    # The ServiceAccount is not applied by a dry run; Pod Security does not look at it anyway.
+    spec = {k: v for k, v in deployment["spec"]["template"]["spec"].items()}
+    spec.pop("serviceAccountName", None)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "psa-probe", "namespace": namespace},
-        "spec": deployment["spec"]["template"]["spec"],
+        "spec": spec,
     }
     result = kubectl(
         "create", "--dry-run=server", "-o", "name", "-f", "-", input=json.dumps(pod), check=False

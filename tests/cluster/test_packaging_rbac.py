@@ -227,6 +227,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
         remote = {s["name"]: s for s in sandbox.control.schedules(INSTANCE)}
         assert set(remote) == {"pkg-own", "pkg-defaulted"}
         assert remote["pkg-own"]["id"] == first["status"]["scheduleId"]
+        assert (remote["pkg-own"]["days"], remote["pkg-own"]["time"]) == ([1, 2, 3, 4, 5], "02:01")
         assert _health(first) == "Healthy"
         assert cluster.event_reasons("own"), "the operator could post events"
         with urllib.request.urlopen(
@@ -248,7 +249,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
         assert second["metadata"]["generation"] == first["metadata"]["generation"] + 1
         remote = {s["name"]: s for s in sandbox.control.schedules(INSTANCE)}
         assert remote["pkg-own"]["id"] == first["status"]["scheduleId"]
-        assert remote["pkg-own"]["rotation_time"] == "04:15"
+        assert (remote["pkg-own"]["days"], remote["pkg-own"]["time"]) == ([6], "04:15")
         stale = copy.deepcopy(second)
         stale["metadata"]["generation"] += 1
         assert (_health(second), _health(stale)) == ("Healthy", "Progressing")
@@ -281,6 +282,8 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
             timeout=30,
         )
     finally:
+        # Shown by pytest only when the test fails.
+        print(log_path.read_text(errors="replace")[-8000:])
         operator.terminate()
         try:
             operator.wait(timeout=30)

@@ -35,12 +35,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: zomro-backup-operator
 {{- end }}
 
-{{/* metadata.annotations of every templated object, from commonAnnotations plus extras. */}}
+{{/* metadata.annotations (at indent 2, with its own leading newline) from commonAnnotations plus
+extras; nothing at all when both are empty. */}}
 {{- define "zbo.annotations" -}}
 {{- $all := merge (dict) (.extra | default dict) (.root.Values.commonAnnotations | default dict) }}
 {{- with $all }}
-annotations:
-  {{- toYaml . | nindent 2 }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
 {{- end }}
 {{- end }}
 
