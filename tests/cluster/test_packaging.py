@@ -375,3 +375,31 @@ def test_kustomize_base_is_accepted_by_the_api_server_and_its_pod_is_restricted(
         "zomro-backup-operator:0.1.0"
     )
     _restricted_pod_dry_run(kubectl, zomro_system, deployment)
+
+
+def test_helm_install_prints_the_notes_and_uninstall_removes_the_release(
+    helm: Helm, kubectl: Kubectl, namespace: str
+) -> None:
+    release = f"zbo-{uuid.uuid4().hex[:6]}"
+    installed = helm(
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        f"watch.namespaces={{{namespace}}}",
+        "--set",
+        "credentials.existingSecret=zomro-credentials",
+    )
+    try:
+        notes = installed.stdout
+        assert f"Watching: namespaces {namespace}." in notes
+        assert f"Default credentials: Secret {namespace}/zomro-credentials" in notes
+        assert f"{release}-zomro-backup-operator-metrics.{namespace}.svc:9090/metrics" in notes
+        kubectl("get", "-n", namespace, f"deployment/{release}-zomro-backup-operator")
+        kubectl("get", "crd", "backupschedules.zomro.com")
+    finally:
+        helm("uninstall", release, "-n", namespace)
+    gone = kubectl("get", "clusterrole", f"{release}-zomro-backup-operator", check=False)
+    assert gone.returncode != 0
