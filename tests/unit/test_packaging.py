@@ -1,7 +1,7 @@
 """Offline checks of the packaging: Dockerfile, CRD copies, kustomize base, chart values and docs.
 
 What needs the real API server or the helm binary (rendering, server-side dry runs, the RBAC
-lifecycle) lives in tests/cluster/test_packaging*.py.
+lifecycle) lives in tests/cluster/test_packaging_*.py.
 """
 
 from __future__ import annotations
