@@ -342,6 +342,44 @@ def test_wrong_credentials_give_auth_failed_and_a_fixed_secret_recovers(
     assert remote(sandbox) == []
     assert "not-the-password" not in str(cluster.get("nightly"))
 
+    cluster.apply_secret("wrong", username=USERNAME, password=PASSWORD)
+
+    cluster.wait_ready("nightly", timeout=180)
+    assert len(remote(sandbox)) == 1
+
+
+def test_the_operators_default_secret_serves_resources_that_name_none(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    operator.stop()
+    operator.env["ZOMRO_CREDENTIALS_SECRET"] = f"{cluster.namespace}/zomro"
+    operator.start()
+
+    cluster.create("nightly", secret=None)
+
+    cluster.wait_ready("nightly")
+    assert len(remote(sandbox)) == 1
+
+
+def test_deleting_a_whole_namespace_removes_its_schedules_and_finishes(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    for name in ("first", "second"):
+        cluster.create(name, schedule_name=name.title())
+        cluster.wait_ready(name)
+    assert len(remote(sandbox)) == 2
+
+    cluster.core.delete_namespace(cluster.namespace)
+
+    wait_for("Zomro's schedules to be deleted", lambda: remote(sandbox) == [], timeout=90)
+    wait_for(
+        "the namespace to finish terminating",
+        lambda: (
+            cluster.namespace not in [n.metadata.name for n in cluster.core.list_namespace().items]
+        ),
+        timeout=180,
+    )
+
 
 def test_a_missing_secret_gives_credentials_not_found(
     cluster: Cluster, operator: OperatorProcess
