@@ -19,6 +19,17 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from harness import (
+    CRD,
+    PASSWORD,
+    RESYNC_SECONDS,
+    SANDBOX_CONFIG,
+    USERNAME,
+    Cluster,
+    OperatorProcess,
+)
+
+from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 
 REPO = Path(__file__).resolve().parents[2]
 CONTROL_PLANE = REPO / "hack" / "control-plane"
@@ -203,3 +214,78 @@ def namespace(k8s_api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+# --- the operator under test, the sandbox, and a namespace with credentials -----------------
+# (used by test_operator.py and every other suite that runs the real operator process)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    home = tmp_path_factory.mktemp("sandbox")
+    config = home / "config.yaml"
+    config.write_text(SANDBOX_CONFIG)
+    with start_sandbox_process(config=config, log_path=home / "sandbox.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Any) -> None:
+    kubectl("apply", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/backupschedules.zomro.com")
+
+
+@pytest.fixture
+def cluster(k8s_api: Any, namespace: str, crd: None) -> Cluster:
+    cluster = Cluster(k8s_api, namespace)
+    cluster.apply_secret("zomro", username=USERNAME, password=PASSWORD)
+    return cluster
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, sandbox: SandboxProcess, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    sandbox.control.reset()
+    process = OperatorProcess(
+        cluster.namespace,
+        {
+            "ZOMRO_API_URL": sandbox.url,
+            "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
+            "ZOMRO_METRICS_PORT": "0",
+            "ZOMRO_LOG_LEVEL": "DEBUG",
+            "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
+            "ZOMRO_TIMEOUT_SECONDS": "5",
+        },
+        tmp_path,
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        _clean_up(cluster, sandbox, process)
+        process.stop()
+
+
+def _clean_up(cluster: Cluster, sandbox: SandboxProcess, process: OperatorProcess) -> None:
+    """Let the operator finalize what the test left, so the namespace can go."""
+    sandbox.control.clear_faults()
+    if process.process is None or process.process.poll() is not None:
+        process.start()
+    items = cluster.custom.list_namespaced_custom_object(
+        "zomro.com", "v1alpha1", cluster.namespace, "backupschedules"
+    )["items"]
+    for item in items:
+        cluster.delete(item["metadata"]["name"])
+    for item in items:
+        try:
+            cluster.wait_gone(item["metadata"]["name"], timeout=30)
+        except AssertionError:
+            cluster.custom.patch_namespaced_custom_object(
+                "zomro.com",
+                "v1alpha1",
+                cluster.namespace,
+                "backupschedules",
+                item["metadata"]["name"],
+                {"metadata": {"finalizers": []}},
+            )

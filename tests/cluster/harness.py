@@ -21,6 +21,8 @@ GROUP, VERSION, PLURAL = "zomro.com", "v1alpha1", "backupschedules"
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
 
+RESYNC_SECONDS = 3
+"""The operator's drift period in these tests."""
 USERNAME = "ops"
 PASSWORD = "pw-Very-Secret-9f3c"
 OTHER_USERNAME = "rival"
