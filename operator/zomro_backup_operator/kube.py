@@ -5,6 +5,7 @@ Both use the official client, which blocks: callers run them in a worker thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,9 @@ def _load_client() -> Any:
             client_configuration=configuration
         )
     except kubernetes.config.ConfigException:
+        # KUBECONFIG as it is now, not as it was when the client library was imported.
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
+            config_file=os.environ.get("KUBECONFIG") or None,
+            client_configuration=configuration,
         )
     return kubernetes.client.ApiClient(configuration)

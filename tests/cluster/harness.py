@@ -189,6 +189,7 @@ class OperatorProcess:
         self.log_dir = log_dir
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.extra_args: list[str] = []
 
     @property
     def log_path(self) -> Path:
@@ -206,6 +207,7 @@ class OperatorProcess:
                     "--standalone",
                     "-n",
                     self.namespace,
+                    *self.extra_args,
                 ],
                 env={**os.environ, **self.env},
                 stdout=log,

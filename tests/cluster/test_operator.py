@@ -3,8 +3,14 @@ the sandbox over loopback HTTP."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import urllib.request
 from typing import Any
 
+import kopf
+import pytest
 from harness import (
     INSTANCE,
     PASSWORD,
@@ -16,8 +22,11 @@ from harness import (
     OperatorProcess,
     wait_for,
 )
+from kopf.testing import KopfRunner
 
+from zomro_backup_operator.handlers import register
 from zomro_backup_operator.sandbox.control import SandboxProcess
+from zomro_backup_operator.settings import Settings
 
 WEEKDAYS = [1, 2, 3, 4, 5]
 
@@ -382,3 +391,68 @@ def test_instance_id_cannot_change_after_creation(cluster: Cluster, kubectl: Any
 
     assert result.returncode != 0
     assert "immutable" in result.stderr
+
+
+def test_the_liveness_endpoint_answers_and_logs_can_be_json(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    port = _free_port()
+    operator.stop()
+    operator.extra_args = [f"--liveness=http://127.0.0.1:{port}/healthz"]
+    operator.env["ZOMRO_LOG_FORMAT"] = "json"
+    operator.start()
+
+    health = wait_for("the liveness endpoint", lambda: _get(f"http://127.0.0.1:{port}/healthz"))
+    cluster.create("nightly")
+    cluster.wait_ready("nightly")
+
+    assert health[0] == 200
+    lines = [line for line in operator.log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert records, "no JSON log lines"
+    assert len(records) >= len(lines) - 5, "most lines should be JSON"  # allow interpreter noise
+    assert any("ensure" in record.get("message", "") for record in records)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, str] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback test URL
+            return response.status, response.read().decode()
+    except OSError:
+        return None
+
+
+def test_the_operator_runs_in_process_under_kopfs_test_runner(
+    cluster: Cluster, sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.control.reset()
+    # The client library read KUBECONFIG's default when pytest imported it; kopf's login uses that.
+    monkeypatch.setattr(
+        "kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", os.environ["KUBECONFIG"]
+    )
+    settings = Settings(
+        api_url=sandbox.url,
+        resync_seconds=RESYNC_SECONDS,
+        metrics_port=0,
+        max_requests_per_second=50,
+    )
+    registry = kopf.OperatorRegistry()
+    register(registry, settings)
+    cluster.create("nightly")
+
+    with KopfRunner(
+        ["run", "--standalone", "--namespace", cluster.namespace], registry=registry, timeout=60
+    ) as runner:
+        cluster.wait_ready("nightly")
+        cluster.delete("nightly")
+        cluster.wait_gone("nightly")
+
+    assert runner.exit_code == 0, runner.output
+    assert remote(sandbox) == []
