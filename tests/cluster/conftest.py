@@ -45,7 +45,9 @@ class ControlPlane:
     kubeconfig: Path
     server: str
     bin_dir: Path
-    started_here: bool
+    # Set when this session started the control plane (in a state dir of its own) and so
+    # stops it at the end; None for a cluster someone else started.
+    started_in: Path | None
 
 
 class Kubectl(Protocol):
@@ -69,19 +71,39 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"control plane unavailable: {reason}")
 
 
-def _control_plane_info() -> dict[str, Any]:
-    result = subprocess.run(
-        [str(CONTROL_PLANE), "info"],
+def _run_control_plane(
+    command: str, state_dir: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if state_dir is not None:
+        env["ZOMRO_CP_STATE_DIR"] = str(state_dir)
+    return subprocess.run(
+        [str(CONTROL_PLANE), command],
+        env=env,
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+def _control_plane_info() -> dict[str, Any]:
+    result = _run_control_plane("info")
     if result.returncode != 0:
         _unavailable(f"`hack/control-plane info` failed: {result.stderr.strip()}")
     info: dict[str, Any] = json.loads(result.stdout)
     return info
+
+
+def _session_state_dir(cache_dir: Path) -> Path:
+    """A state dir of this session's own: parallel sessions never stop each other's cluster.
+    Dirs left by sessions that were killed are cleaned up (their processes stopped) first."""
+    for stale in cache_dir.glob("run-pytest-*"):
+        pid = stale.name.removeprefix("run-pytest-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _run_control_plane("down", stale)
+    return cache_dir / f"run-pytest-{os.getpid()}"
 
 
 def _server_of(kubeconfig: Path) -> str:
@@ -102,26 +124,20 @@ def _start() -> ControlPlane:
         kubeconfig = Path(explicit).expanduser().resolve()
         if not kubeconfig.is_file():
             _unavailable(f"ZOMRO_TEST_KUBECONFIG={explicit} is not a file")
-        return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, started_here=False)
+        return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, None)
     if info["running"]:
         kubeconfig = Path(info["kubeconfig"])
-        return ControlPlane(kubeconfig, str(info["server"]), bin_dir, started_here=False)
+        return ControlPlane(kubeconfig, str(info["server"]), bin_dir, None)
     if not info["built"]:
         _unavailable(
             "binaries not built yet; run `hack/control-plane build` (or `make test`) once, "
             "it takes a while the first time"
         )
+    state_dir = _session_state_dir(Path(info["cache_dir"]))
     try:
-        result = subprocess.run(
-            [str(CONTROL_PLANE), "up"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=UP_TIMEOUT,
-            check=False,
-        )
+        result = _run_control_plane("up", state_dir, timeout=UP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        subprocess.run([str(CONTROL_PLANE), "down"], check=False, capture_output=True)
+        _run_control_plane("down", state_dir)
         _unavailable(f"`hack/control-plane up` took longer than {UP_TIMEOUT:.0f}s")
     if result.returncode != 0:
         _unavailable(f"`hack/control-plane up` failed:\n{result.stderr.strip()}")
@@ -130,7 +146,7 @@ def _start() -> ControlPlane:
     if not line.startswith(prefix):
         _unavailable(f"unexpected output from `hack/control-plane up`: {line!r}")
     kubeconfig = Path(line.removeprefix(prefix).strip("'"))
-    return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, started_here=True)
+    return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, state_dir)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -144,14 +160,8 @@ def control_plane() -> Iterator[ControlPlane]:
         try:
             yield plane
         finally:
-            if plane.started_here:
-                subprocess.run(
-                    [str(CONTROL_PLANE), "down"],
-                    capture_output=True,
-                    stdin=subprocess.DEVNULL,
-                    timeout=120,
-                    check=False,
-                )
+            if plane.started_in is not None:
+                _run_control_plane("down", plane.started_in)
 
 
 @pytest.fixture(scope="session")

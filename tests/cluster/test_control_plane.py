@@ -84,9 +84,12 @@ def test_api_server_serves_a_custom_resource_once_its_definition_is_applied(
         )
         with pytest.raises(ApiException) as refused:
             custom.create_namespaced_custom_object(
-                group, "v1", namespace, "widgets", {**body, "metadata": {"name": "bad"},
-                                                    "spec": {"size": 0}}
-            )  # fmt: skip
+                group,
+                "v1",
+                namespace,
+                "widgets",
+                {**body, "metadata": {"name": "bad"}, "spec": {"size": 0}},
+            )
 
         fetched = custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w")
         assert fetched["spec"] == {"size": 3}
@@ -98,7 +101,7 @@ def test_api_server_serves_a_custom_resource_once_its_definition_is_applied(
 
 
 def test_a_service_account_token_without_rights_is_refused_until_a_role_grants_them(
-    kubectl: Kubectl, control_plane: ControlPlane, namespace: str
+    kubectl: Kubectl, control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     kubectl("-n", namespace, "create", "serviceaccount", "nobody")
     token = kubectl("-n", namespace, "create", "token", "nobody").stdout.strip()
@@ -106,36 +109,44 @@ def test_a_service_account_token_without_rights_is_refused_until_a_role_grants_t
     config.host = control_plane.server
     config.api_key = {"authorization": f"Bearer {token}"}
     kubeconfig_ca = kubectl(
-        "config", "view", "--raw", "--minify", "-o",
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "-o",
         "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-    ).stdout  # fmt: skip
-    ca_file = Path(control_plane.kubeconfig).parent / f"ca-{uuid.uuid4().hex[:6]}.crt"
+    ).stdout
+    ca_file = tmp_path / "ca.crt"
     ca_file.write_bytes(base64.b64decode(kubeconfig_ca))
     config.ssl_ca_cert = str(ca_file)
-    try:
-        with client.ApiClient(config) as as_nobody:
-            core = client.CoreV1Api(as_nobody)
-            with pytest.raises(ApiException) as refused:
+    with client.ApiClient(config) as as_nobody:
+        core = client.CoreV1Api(as_nobody)
+        with pytest.raises(ApiException) as refused:
+            core.list_namespaced_config_map(namespace)
+
+        kubectl(
+            "-n", namespace, "create", "role", "read-cm", "--verb=list", "--resource=configmaps"
+        )
+        kubectl(
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            "nobody-reads",
+            "--role=read-cm",
+            f"--serviceaccount={namespace}:nobody",
+        )
+
+        def can_list() -> bool:
+            try:
                 core.list_namespaced_config_map(namespace)
+            except ApiException as exc:
+                if exc.status != 403:
+                    raise
+                return False
+            return True
 
-            kubectl("-n", namespace, "create", "role", "read-cm", "--verb=list",
-                    "--resource=configmaps")  # fmt: skip
-            kubectl("-n", namespace, "create", "rolebinding", "nobody-reads", "--role=read-cm",
-                    f"--serviceaccount={namespace}:nobody")  # fmt: skip
-            allowed: list[object] = []
-
-            def can_list() -> bool:
-                try:
-                    allowed.append(core.list_namespaced_config_map(namespace))
-                except ApiException as exc:
-                    if exc.status != 403:
-                        raise
-                    return False
-                return True
-
-            wait_until("the RoleBinding to take effect", can_list)
-    finally:
-        ca_file.unlink(missing_ok=True)
+        wait_until("the RoleBinding to take effect", can_list)
     assert refused.value.status == 403
     assert f"system:serviceaccount:{namespace}:nobody" in str(refused.value.body)
 
@@ -173,6 +184,16 @@ def test_kubectl_and_server_report_the_pinned_kubernetes_version(
     assert versions["clientVersion"]["gitVersion"] == pins["KUBERNETES_VERSION"]
     assert versions["serverVersion"]["gitVersion"] == pins["KUBERNETES_VERSION"]
     assert helm == pins["HELM_VERSION"]
+
+
+def test_env_puts_the_matching_kubectl_and_helm_first_on_path(control_plane: ControlPlane) -> None:
+    script = f'eval "$({CONTROL_PLANE} env)"; command -v kubectl; command -v helm'
+
+    found = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    assert found == [str(control_plane.bin_dir / "kubectl"), str(control_plane.bin_dir / "helm")]
 
 
 def test_a_new_namespace_gets_its_default_service_account(k8s_api: Any, namespace: str) -> None:
