@@ -234,3 +234,144 @@ class OperatorProcess:
             (self.log_dir / f"operator-{n}.log").read_text(errors="replace")
             for n in range(1, self.starts + 1)
         )
+
+
+# --- many resources at once (the chaos and rate-budget suites) ------------------------------
+
+DAY_NUMBERS = {
+    day: n
+    for n, day in enumerate(
+        ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+    )
+}
+
+
+def mass_spec(n: int, instance: str = INSTANCE) -> dict[str, Any]:
+    """The n-th of many distinct specs: its own schedule name, days and time."""
+    names = list(DAY_NUMBERS)
+    return {
+        "schedule_name": f"mass-{n:04d}",
+        "days": sorted({names[(n + k) % 7] for k in range(1 + n % 4)}, key=names.index),
+        "time": f"{n % 24:02d}:{(7 * n) % 60:02d}",
+        "instance": instance,
+    }
+
+
+def create_many(cluster: Cluster, specs: dict[str, dict[str, Any]], *, threads: int = 8) -> None:
+    """Create every resource {name: Cluster.create kwargs} at once, from several threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda item: cluster.create(item[0], **item[1]), specs.items()))
+
+
+def delete_many(cluster: Cluster, names: list[str], *, threads: int = 8) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def delete(name: str) -> None:
+        try:
+            cluster.delete(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(delete, names))
+
+
+def list_bodies(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    items = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL)[
+        "items"
+    ]
+    return {item["metadata"]["name"]: item for item in items}
+
+
+def is_ready_now(body: dict[str, Any]) -> bool:
+    """Ready=True at the resource's current generation."""
+    generation = body["metadata"].get("generation")
+    status = body.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(
+                condition.get("status") == "True"
+                and condition.get("observedGeneration") == generation
+                and status.get("observedGeneration") == generation
+            )
+    return False
+
+
+def wait_all_ready(
+    cluster: Cluster, names: list[str], *, timeout: float = 120.0
+) -> dict[str, dict[str, Any]]:
+    """Wait until every named resource is Ready at its generation; one list per poll."""
+
+    def probe() -> dict[str, dict[str, Any]] | None:
+        bodies = list_bodies(cluster)
+        ready = {n: bodies[n] for n in names if n in bodies and is_ready_now(bodies[n])}
+        return ready if len(ready) == len(names) else None
+
+    def pending() -> list[str]:
+        bodies = list_bodies(cluster)
+        return [n for n in names if n not in bodies or not is_ready_now(bodies[n])]
+
+    try:
+        return wait_for(f"{len(names)} resources Ready", probe, timeout=timeout, interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; not Ready: {pending()[:10]}") from None
+
+
+def wait_all_gone(cluster: Cluster, names: list[str], *, timeout: float = 120.0) -> None:
+    """Wait until none of the named resources exists (no finalizer left hanging)."""
+    wait_for(
+        f"{len(names)} resources to be gone",
+        lambda: not set(names) & set(list_bodies(cluster)),
+        timeout=timeout,
+        interval=0.5,
+    )
+
+
+def check_invariants(
+    cluster: Cluster,
+    control: Any,
+    operator: OperatorProcess,
+    *,
+    live: dict[str, dict[str, Any]],
+    deleted: tuple[str, ...] | list[str] = (),
+    instances: tuple[str, ...] = (INSTANCE, SECOND_INSTANCE),
+) -> None:
+    """The end state every chaos run must reach.
+
+    ``live`` maps each resource that should exist to its Cluster.create kwargs (schedule_name,
+    days, time, instance). Exactly one Zomro schedule per live resource, with its spec's values,
+    recorded in its status; none with a deleted resource's name; nothing left in Terminating; no
+    password or session id in the operator's logs, the namespace's Events or any status.
+    """
+    bodies = list_bodies(cluster)
+    terminating = [n for n, b in bodies.items() if b["metadata"].get("deletionTimestamp")]
+    assert not terminating, f"stuck in Terminating: {terminating}"
+    assert set(bodies) == set(live), f"resources: {sorted(set(bodies) ^ set(live))}"
+    held = {i: control.schedules(i) for i in instances}
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for rows in held.values():
+        for row in rows:
+            by_name.setdefault(str(row["name"]), []).append(row)
+    for name, spec in live.items():
+        rows = by_name.get(spec["schedule_name"], [])
+        assert len(rows) == 1, f"{name}: {len(rows)} Zomro schedules named {spec['schedule_name']}"
+        [row] = rows
+        assert str(row["id"]) == bodies[name]["status"]["scheduleId"], name
+        assert str(row["id"]) in {str(r["id"]) for r in held[spec["instance"]]}, name
+        wanted_days = sorted(DAY_NUMBERS[d] for d in spec["days"])
+        assert (sorted(row["days"]), row["time"]) == (wanted_days, spec["time"]), name
+    total = sum(len(rows) for rows in held.values())
+    assert total == len(live), f"{total} Zomro schedules for {len(live)} resources"
+    for name in deleted:
+        assert name not in bodies, f"{name} still exists"
+    texts = {
+        "logs": operator.logs(),
+        "events": " ".join(f"{e.reason} {e.message}" for e in cluster.events()),
+        "status": str([b.get("status") for b in bodies.values()]),
+    }
+    for where, text in texts.items():
+        assert PASSWORD not in text, f"password in {where}"
+        assert not SESSION_ID.search(text), f"session id in {where}"
