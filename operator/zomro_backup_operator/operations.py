@@ -145,11 +145,17 @@ async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: floa
     remote = await connect(rt, res, desired, deleting=False)
 
     async def record_pending(name: str) -> None:
-        intent = {"name": name, "startedAt": now_iso()}
-        await asyncio.to_thread(
-            rt.kube.patch_status, res.namespace, res.name, {"pendingCreate": intent}
+        # The intent must be durable before Zomro is asked (docs/design.md); the same write
+        # tells users that the schedule is being created.
+        creating = Readiness(
+            False, "Creating", f"creating Zomro schedule {name!r} on instance {desired.instance_id}"
         )
-        res.status = {**res.status, "pendingCreate": intent}
+        patch = {
+            **changes(res.status, creating, desired.generation),
+            "pendingCreate": {"name": name, "startedAt": now_iso()},
+        }
+        await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
+        res.status = {**res.status, **patch}
 
     try:
         return await reconcile.ensure(

@@ -207,7 +207,10 @@ def test_a_crash_between_zomros_create_and_the_status_write_heals_without_a_dupl
     cluster.create("nightly")
     wait_for("Zomro to hold the schedule", lambda: remote(sandbox), timeout=30)
     operator.kill()
-    assert "scheduleId" not in ((cluster.get("nightly") or {}).get("status") or {})
+    status = (cluster.get("nightly") or {}).get("status") or {}
+    assert "scheduleId" not in status
+    assert status["pendingCreate"]["name"] == "MySchedule"
+    assert (cluster.ready("nightly") or {}).get("reason") == "Creating"
     sandbox.control.clear_faults()
 
     operator.start()
