@@ -280,10 +280,10 @@ def delete_many(cluster: Cluster, names: list[str], *, threads: int = 8) -> None
 
 
 def list_bodies(cluster: Cluster) -> dict[str, dict[str, Any]]:
-    items = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL)[
-        "items"
-    ]
-    return {item["metadata"]["name"]: item for item in items}
+    listing: dict[str, Any] = cluster.custom.list_namespaced_custom_object(
+        GROUP, VERSION, cluster.namespace, PLURAL
+    )
+    return {item["metadata"]["name"]: item for item in listing["items"]}
 
 
 def is_ready_now(body: dict[str, Any]) -> bool:
