@@ -259,7 +259,10 @@ class PrivatePlane:
 
     def api_ready(self) -> bool:
         try:
-            client.CoreV1Api(self.api).list_namespace(limit=1, _request_timeout=3)
+            # The custom resource's path, not just any: it is served last after a start.
+            client.CustomObjectsApi(self.api).list_cluster_custom_object(
+                "zomro.com", "v1alpha1", "backupschedules", limit=1, _request_timeout=3
+            )
         except Exception:
             return False
         return True
@@ -269,13 +272,15 @@ class PrivatePlane:
         the same command line."""
         pid = self.apiserver_pid()
         argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        # SIGTERM closes the listener at once, but a graceful exit waits a minute for open
+        # requests; once it refuses connections, SIGKILL ends the wait (etcd keeps the data).
+        os.kill(pid, signal.SIGTERM)
+        wait_for("the API server to refuse", lambda: not self.api_ready(), timeout=30)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
         if self.restarted is not None:
-            self.restarted.terminate()
             self.restarted.wait(timeout=30)
-        else:
-            os.kill(pid, signal.SIGTERM)
-            wait_for("kube-apiserver to stop", lambda: not _alive(pid), timeout=30)
-        wait_for("the API server to refuse", lambda: not self.api_ready(), timeout=10)
+        wait_for("kube-apiserver to exit", lambda: not _alive(pid), timeout=30)
         while_down()
         with (self.state / "logs" / "kube-apiserver.log").open("ab") as log:
             self.restarted = subprocess.Popen(
@@ -327,8 +332,7 @@ def private_plane(tmp_path_factory: pytest.TempPathFactory, kubectl: Any) -> Ite
     finally:
         api.close()
         if plane.restarted is not None and plane.restarted.poll() is None:
-            plane.restarted.terminate()
-            plane.restarted.wait(timeout=30)
+            plane.restarted.kill()
         subprocess.run(
             [str(CONTROL_PLANE), "down"],
             env=env,
