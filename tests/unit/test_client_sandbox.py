@@ -180,6 +180,34 @@ async def test_create_costs_one_write_and_one_list(client: ZomroClient, sb: Runn
     assert funcs(sb) == [FUNC_SCHEDULE_EDIT, FUNC_SCHEDULES]
 
 
+async def test_a_batch_of_creates_costs_one_write_each_and_a_single_list(
+    client: ZomroClient, sb: RunningSandbox
+) -> None:
+    await client.list_schedules(INSTANCE)
+    sb.state.requests.clear()
+    specs = [ScheduleSpec(name=f"batch-{n}", days=WEEKDAYS, time=f"0{n}:00") for n in range(3)]
+
+    results = await client.create_schedules(INSTANCE, specs)
+
+    assert funcs(sb) == [FUNC_SCHEDULE_EDIT] * 3 + [FUNC_SCHEDULES]
+    held = {row[0]: row[1:] for row in schedules_held(sb)}
+    for spec, result in zip(specs, results, strict=True):
+        assert not isinstance(result, ZomroError)
+        assert held[result.id] == (spec.name, (1, 2, 3, 4, 5), spec.time)
+
+
+async def test_a_refused_create_in_a_batch_fails_alone(
+    client: ZomroClient, sb: RunningSandbox
+) -> None:
+    bad = ScheduleSpec(name="  ", days=WEEKDAYS, time="02:01")
+
+    good, refused = await client.create_schedules(INSTANCE, [NIGHTLY, bad])
+
+    assert isinstance(refused, InvalidValueError)
+    assert not isinstance(good, ZomroError)
+    assert [row[0] for row in schedules_held(sb)] == [good.id]
+
+
 async def test_get_schedule_of_an_unknown_id_is_none(client: ZomroClient) -> None:
     await client.create_schedule(INSTANCE, NIGHTLY)
     assert await client.get_schedule(INSTANCE, "999999") is None

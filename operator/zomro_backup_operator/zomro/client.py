@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
@@ -198,7 +198,52 @@ class ZomroClient:
         Costs one write and, when Zomro's answer carries no id, one list. Ids seen by the last
         listing of this instance are excluded when matching by name.
         """
+        [result] = await self.create_schedules(instance_id, [spec])
+        if isinstance(result, ZomroError):
+            raise result
+        return result
+
+    async def create_schedules(
+        self, instance_id: str, specs: Sequence[ScheduleSpec]
+    ) -> list[Schedule | ZomroError]:
+        """Create several schedules on one instance and learn all their ids with one listing.
+
+        Zomro's create answer carries no id, so each create alone costs a write and a list;
+        a batch costs one write each and a single list. Results come in the order of ``specs``:
+        the new Schedule, or the error of that create (a write is never repeated).
+        """
         known_before = self._known_ids.get(instance_id)
+        results: list[Schedule | ZomroError | None] = []
+        for spec in specs:
+            try:
+                results.append(await self._send_create(instance_id, spec))
+            except ZomroError as exc:
+                results.append(exc)
+        if all(result is not None for result in results):
+            return [result for result in results if result is not None]
+        try:
+            listed = await self.list_schedules(instance_id)
+        except ZomroError as exc:
+            lost = UnknownOutcomeError(
+                f"{FUNC_SCHEDULE_EDIT}: applied, but listing to find the new id failed; "
+                "list the instance before trying again"
+            )
+            lost.__cause__ = exc
+            return [lost if result is None else result for result in results]
+        taken = {result.id for result in results if isinstance(result, Schedule)}
+        final: list[Schedule | ZomroError] = []
+        for spec, result in zip(specs, results, strict=True):
+            if result is None:
+                try:
+                    result = _match_created(listed, spec, known_before, taken)
+                    taken.add(result.id)
+                except ZomroError as exc:
+                    result = exc
+            final.append(result)
+        return final
+
+    async def _send_create(self, instance_id: str, spec: ScheduleSpec) -> Schedule | None:
+        """One create write: the new Schedule when the answer names its id, else None."""
         doc = await self._write(
             FUNC_SCHEDULE_EDIT,
             {
@@ -216,11 +261,11 @@ class ZomroClient:
                 f"{FUNC_SCHEDULE_EDIT}: applied, but the new id in the answer is unreadable; "
                 "list the instance before trying again"
             ) from exc
-        if new_id is not None:
-            return Schedule(
-                id=new_id, instance_id=instance_id, name=spec.name, days=spec.days, time=spec.time
-            )
-        return await self._find_created(instance_id, spec, known_before)
+        if new_id is None:
+            return None
+        return Schedule(
+            id=new_id, instance_id=instance_id, name=spec.name, days=spec.days, time=spec.time
+        )
 
     async def update_schedule(self, instance_id: str, schedule_id: str, spec: ScheduleSpec) -> None:
         """Change a schedule in place. A schedule that is gone (confirmed by listing): NotFound."""
@@ -254,40 +299,6 @@ class ZomroClient:
             raise
 
     # --- create and delete helpers --------------------------------------------------------
-
-    async def _find_created(
-        self, instance_id: str, spec: ScheduleSpec, known_before: frozenset[str] | None
-    ) -> Schedule:
-        try:
-            listed = await self.list_schedules(instance_id)
-        except ZomroError as exc:
-            raise UnknownOutcomeError(
-                f"{FUNC_SCHEDULE_EDIT}: applied, but listing to find the new id failed; "
-                "list the instance before trying again"
-            ) from exc
-        candidates = [
-            schedule
-            for schedule in listed
-            if schedule.name == spec.name
-            and (known_before is None or schedule.id not in known_before)
-        ]
-        if len(candidates) > 1:
-            exact = [schedule for schedule in candidates if schedule.matches(spec)]
-            if len(exact) == 1:
-                return exact[0]
-        if len(candidates) == 1:
-            return candidates[0]
-        if not candidates:
-            raise UnknownOutcomeError(
-                f"{FUNC_SCHEDULE_EDIT}: Zomro accepted the create but lists no new schedule "
-                "with its name; list the instance before trying again"
-            )
-        ids = tuple(sorted(schedule.id for schedule in candidates))
-        raise AmbiguousResultError(
-            f"{FUNC_SCHEDULE_EDIT}: created, but {len(ids)} new schedules carry its name "
-            f"(ids {', '.join(ids)})",
-            candidate_ids=ids,
-        )
 
     async def _confirmed_absent(self, instance_id: str, schedule_id: str) -> bool:
         """True only when a listing shows the schedule is not there."""
@@ -564,6 +575,40 @@ class ZomroClient:
             self._on_request(func, outcome, seconds)
         except Exception:
             logger.exception("zomro on_request hook failed")
+
+
+def _match_created(
+    listed: Sequence[Schedule],
+    spec: ScheduleSpec,
+    known_before: frozenset[str] | None,
+    taken: set[str],
+) -> Schedule:
+    """Tell a create's new row from the listing: its name, an id not seen before the create and
+    not already matched to another create of the batch; an exact days/time match breaks ties."""
+    candidates = [
+        schedule
+        for schedule in listed
+        if schedule.name == spec.name
+        and schedule.id not in taken
+        and (known_before is None or schedule.id not in known_before)
+    ]
+    if len(candidates) > 1:
+        exact = [schedule for schedule in candidates if schedule.matches(spec)]
+        if len(exact) == 1:
+            return exact[0]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise UnknownOutcomeError(
+            f"{FUNC_SCHEDULE_EDIT}: Zomro accepted the create but lists no new schedule "
+            "with its name; list the instance before trying again"
+        )
+    ids = tuple(sorted(schedule.id for schedule in candidates))
+    raise AmbiguousResultError(
+        f"{FUNC_SCHEDULE_EDIT}: created, but {len(ids)} new schedules carry its name "
+        f"(ids {', '.join(ids)})",
+        candidate_ids=ids,
+    )
 
 
 def _pauses(exc: ZomroError) -> bool:
