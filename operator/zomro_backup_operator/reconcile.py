@@ -23,7 +23,9 @@ class ZomroApi(Protocol):
 
     async def list_instances(self) -> list[Instance]: ...
     async def list_schedules(self, instance_id: str) -> list[Schedule]: ...
-    async def create_schedule(self, instance_id: str, spec: ScheduleSpec) -> Schedule: ...
+    async def create_schedules(
+        self, instance_id: str, specs: Sequence[ScheduleSpec]
+    ) -> Sequence[Schedule | Exception]: ...
     async def update_schedule(
         self, instance_id: str, schedule_id: str, spec: ScheduleSpec
     ) -> None: ...
@@ -67,8 +69,12 @@ def plan(
     observed: Observed,
     rows: Sequence[Schedule],
     owner_of: Callable[[str], str | None],
+    in_flight: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Decide what brings Zomro to ``desired``. Pure: no I/O, no clock."""
+    """Decide what brings Zomro to ``desired``. Pure: no I/O, no clock.
+
+    ``in_flight`` maps names of creates on their way to Zomro (not listed yet) to their owners.
+    """
     me = desired.key
     by_id = {row.id: row for row in rows}
 
@@ -101,6 +107,9 @@ def plan(
         return Plan(Step.ADOPT, preferred[0], recreate=recreate)
     if matches:
         return Plan(Step.CONFLICT, matches[0], owner=taken(matches[0].id), recreate=recreate)
+    creating = (in_flight or {}).get(desired.schedule.name)
+    if creating is not None and creating != me:
+        return Plan(Step.CONFLICT, owner=creating, recreate=recreate)
     return Plan(Step.CREATE, recreate=recreate)
 
 
@@ -168,7 +177,20 @@ async def ensure(
     after the create is then healed by the name match in ``plan``.
     """
     async with remote.slot.lock:
-        return await _ensure_locked(desired, observed, remote, record_pending, max_age=max_age)
+        step = await _ensure_locked(desired, observed, remote, record_pending, max_age=max_age)
+    if isinstance(step, Outcome):
+        return step
+    # The create was queued under the lock; wait for it outside, so that creates of other
+    # resources on this instance can join the same batch.
+    created = await step.created
+    action = Action.RECREATED if step.recreate else Action.CREATED
+    return Outcome(action, created, previous_id=observed.schedule_id)
+
+
+@dataclass(frozen=True)
+class _Creating:
+    created: Awaitable[Schedule]
+    recreate: bool
 
 
 async def _ensure_locked(
@@ -178,17 +200,20 @@ async def _ensure_locked(
     record_pending: RecordPending,
     *,
     max_age: float | None,
-) -> Outcome:
+) -> Outcome | _Creating:
     instance_id = desired.instance_id
     rows = await remote.schedules(instance_id, max_age=max_age)
-    decision = plan(desired, observed, rows, remote.owner_of(instance_id))
+    decision = plan(desired, observed, rows, remote.owner_of(instance_id), remote.slot.in_flight)
 
     if decision.step is Step.CONFLICT:
-        assert decision.row is not None
+        what = (
+            f"Zomro schedule {decision.row.id} ({decision.row.name!r})"
+            if decision.row is not None
+            else f"a Zomro schedule named {desired.schedule.name!r}"
+        )
         raise ConflictError(
-            f"Zomro schedule {decision.row.id} ({decision.row.name!r}) on instance {instance_id} "
-            f"is already managed by BackupSchedule {decision.owner}; give this resource another "
-            "scheduleName or delete the other one"
+            f"{what} on instance {instance_id} is already managed by BackupSchedule "
+            f"{decision.owner}; give this resource another scheduleName or delete the other one"
         )
     if decision.step is Step.ADOPT_MISSING:
         raise AdoptionError(
@@ -197,15 +222,13 @@ async def _ensure_locked(
         )
     if decision.step is Step.CREATE:
         await record_pending(desired.schedule.name)
-        try:
-            created = await remote.zomro.create_schedule(instance_id, desired.schedule)
-        except Exception:
-            remote.slot.invalidate()
-            raise
-        remote.slot.added(created)
-        _claim(remote, desired, created.id)
-        action = Action.RECREATED if decision.recreate else Action.CREATED
-        return Outcome(action, created, previous_id=observed.schedule_id)
+        created = remote.slot.submit_create(
+            desired.schedule,
+            desired.key,
+            lambda specs: remote.zomro.create_schedules(instance_id, specs),
+            lambda schedule: _claim(remote, desired, schedule.id),
+        )
+        return _Creating(created, decision.recreate)
 
     row = decision.row
     assert row is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec
@@ -46,13 +46,73 @@ class Claims:
             self._local[key] = None
 
 
+CreateMany = Callable[[Sequence[ScheduleSpec]], Awaitable[Sequence[Schedule | Exception]]]
+"""Creates schedules on the slot's instance; one result (the Schedule or its error) per spec."""
+
+
+@dataclass
+class _Create:
+    spec: ScheduleSpec
+    on_created: Callable[[Schedule], None]
+    done: asyncio.Future[Schedule]
+
+
 @dataclass
 class InstanceSlot:
-    """One instance under one credential set: a lock for decisions, and the last listing."""
+    """One instance under one credential set: a lock for decisions, the last listing, and the
+    creates on their way to Zomro."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rows: list[Schedule] | None = None
     fetched_at: float = 0.0
+    in_flight: dict[str, str] = field(default_factory=dict)
+    """Schedule name -> owning resource, for creates queued or sent but not yet listed back:
+    the listing cannot show them yet, so decisions look here too."""
+    _queue: list[_Create] = field(default_factory=list)
+    _worker: asyncio.Task[None] | None = None
+
+    def submit_create(
+        self,
+        spec: ScheduleSpec,
+        owner: str,
+        create_many: CreateMany,
+        on_created: Callable[[Schedule], None],
+    ) -> asyncio.Future[Schedule]:
+        """Queue a create. Creates queued while a batch is at Zomro go together in the next one,
+        so that one listing tells all their ids (Zomro's create answer has none)."""
+        done: asyncio.Future[Schedule] = asyncio.get_running_loop().create_future()
+        self.in_flight[spec.name] = owner
+        self._queue.append(_Create(spec, on_created, done))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain(create_many))
+        return done
+
+    async def _drain(self, create_many: CreateMany) -> None:
+        batch: list[_Create] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    results: Sequence[Schedule | Exception] = await create_many(
+                        [item.spec for item in batch]
+                    )
+                except Exception as exc:  # handed to every waiting caller
+                    results = [exc] * len(batch)
+                for item, result in zip(batch, results, strict=True):
+                    self.in_flight.pop(item.spec.name, None)
+                    if isinstance(result, Schedule):
+                        self.added(result)
+                        item.on_created(result)
+                        _settle(item.done, result)
+                    else:
+                        self.invalidate()
+                        _settle(item.done, result)
+                batch = []
+        finally:  # cancelled (the operator stops): nothing may wait forever
+            for item in [*batch, *self._queue]:
+                self.in_flight.pop(item.spec.name, None)
+                item.done.cancel()
+            self._queue = []
 
     async def schedules(
         self,
@@ -92,6 +152,15 @@ class InstanceSlot:
     def removed(self, schedule_id: str) -> None:
         if self.rows is not None:
             self.rows = [row for row in self.rows if row.id != schedule_id]
+
+
+def _settle(done: asyncio.Future[Schedule], result: Schedule | Exception) -> None:
+    if done.done():
+        return
+    if isinstance(result, Schedule):
+        done.set_result(result)
+    else:
+        done.set_exception(result)
 
 
 class Slots:

@@ -6,8 +6,9 @@ decision core's branches run in microseconds and failures can be injected per ca
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from zomro_backup_operator.zomro.errors import AccessDeniedError, NotFoundError
@@ -19,6 +20,8 @@ class FakeZomro:
     instances: dict[str, str] = field(default_factory=lambda: {"5203773": "MyServer"})
     schedules: dict[str, Schedule] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    batches: list[list[str]] = field(default_factory=list)
+    """Names of each create_schedules call, in order."""
     fail: dict[str, Exception] = field(default_factory=dict)
     """Raise this exception on the next call of the named method (then forget it)."""
     after_create: Callable[[Schedule], None] | None = None
@@ -51,12 +54,22 @@ class FakeZomro:
         self._enter("list_schedules", instance_id)
         return [s for s in self.schedules.values() if s.instance_id == instance_id]
 
-    async def create_schedule(self, instance_id: str, spec: ScheduleSpec) -> Schedule:
-        self._enter("create_schedule", instance_id)
-        created = self.add(instance_id, spec)
-        if self.after_create is not None:
-            self.after_create(created)
-        return created
+    async def create_schedules(
+        self, instance_id: str, specs: Sequence[ScheduleSpec]
+    ) -> list[Schedule | Exception]:
+        self.batches.append([spec.name for spec in specs])
+        self._enter("create_schedules", instance_id)
+        await asyncio.sleep(0)  # a real client yields while the request is out
+        results: list[Schedule | Exception] = []
+        for spec in specs:
+            created = self.add(instance_id, spec)
+            try:
+                if self.after_create is not None:
+                    self.after_create(created)
+                results.append(created)
+            except Exception as exc:  # a lost answer: applied at Zomro, unknown to the caller
+                results.append(exc)
+        return results
 
     async def update_schedule(self, instance_id: str, schedule_id: str, spec: ScheduleSpec) -> None:
         self._enter("update_schedule", instance_id)

@@ -3,6 +3,7 @@ conflict and removal, without a cluster."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 
 import pytest
@@ -81,7 +82,7 @@ async def test_a_new_resource_creates_exactly_one_schedule_after_recording_its_i
     assert outcome.action is Action.CREATED
     assert [s.name for s in world.zomro.schedules.values()] == ["MySchedule"]
     assert world.pending == ["MySchedule"]
-    assert world.zomro.calls == ["list_schedules", "create_schedule"]
+    assert world.zomro.calls == ["list_schedules", "create_schedules"]
     assert world.claims.owner(INSTANCE, outcome.schedule.id, {}) == "team/nightly"
 
 
@@ -129,7 +130,7 @@ async def test_an_unclaimed_schedule_with_our_name_is_adopted_not_duplicated(wor
     assert outcome.action is Action.ADOPTED
     assert outcome.schedule.id == existing.id
     assert world.zomro.schedules[existing.id].time == "02:01"
-    assert "create_schedule" not in world.zomro.calls
+    assert "create_schedules" not in world.zomro.calls
 
 
 async def test_a_create_whose_answer_was_lost_is_found_by_its_recorded_name_after_a_rename(
@@ -223,7 +224,7 @@ async def test_resources_on_one_instance_share_one_listing_per_period(world: Wor
         )
 
     assert world.zomro.calls.count("list_schedules") == 1
-    assert world.zomro.calls.count("create_schedule") == 3
+    assert world.zomro.batches == [["a"], ["b"], ["c"]]
 
 
 async def test_an_expired_listing_is_fetched_again(world: World) -> None:
@@ -305,3 +306,60 @@ def _connect(world: World):  # type: ignore[no-untyped-def]
         return world.remote()
 
     return connect
+
+
+async def test_creates_on_one_instance_arriving_together_share_one_batch(world: World) -> None:
+    names = [f"s{n}" for n in range(6)]
+
+    outcomes = await asyncio.gather(
+        *(
+            ensure(desired(name, spec(name=name)), Observed(), world.remote(), world.record_pending)
+            for name in names
+        )
+    )
+
+    assert sorted(o.schedule.name for o in outcomes) == names
+    assert len({o.schedule.id for o in outcomes}) == len(names)
+    assert len(world.zomro.batches) < len(names)
+    assert sorted(n for batch in world.zomro.batches for n in batch) == names
+    for outcome in outcomes:
+        owner = world.claims.owner(INSTANCE, outcome.schedule.id, {})
+        assert owner == f"team/{outcome.schedule.name}"
+
+
+async def test_two_resources_creating_one_name_at_once_make_one_schedule(world: World) -> None:
+    results = await asyncio.gather(
+        ensure(desired("first"), Observed(), world.remote(), world.record_pending),
+        ensure(desired("second"), Observed(), world.remote(), world.record_pending),
+        return_exceptions=True,
+    )
+
+    assert len(world.zomro.schedules) == 1
+    assert sum(isinstance(r, ConflictError) for r in results) == 1
+
+
+async def test_a_lost_answer_in_a_batch_fails_only_that_create(world: World) -> None:
+    def lose(created: object) -> None:
+        if getattr(created, "name", "") == "b":
+            raise UnknownOutcomeError("create: answer lost")
+
+    world.zomro.after_create = lose
+
+    results = await asyncio.gather(
+        *(
+            ensure(desired(n, spec(name=n)), Observed(), world.remote(), world.record_pending)
+            for n in ("a", "b", "c")
+        ),
+        return_exceptions=True,
+    )
+
+    assert [type(r).__name__ for r in results] == ["Outcome", "UnknownOutcomeError", "Outcome"]
+    world.zomro.after_create = None
+    healed = await ensure(
+        desired("b", spec(name="b")),
+        Observed(pending_name="b"),
+        world.remote(),
+        world.record_pending,
+    )
+    assert healed.action is Action.ADOPTED
+    assert len(world.zomro.schedules) == 3
