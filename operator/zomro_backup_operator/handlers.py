@@ -80,6 +80,7 @@ def _resource(kwargs: dict[str, Any]) -> Resource:
     meta = kwargs["meta"]
     return Resource(
         body=kwargs["body"],
+        uid=kwargs["uid"],
         namespace=kwargs["namespace"],
         name=kwargs["name"],
         generation=int(meta.get("generation") or 0),

@@ -28,6 +28,7 @@ class Resource:
     """One handler call's view of a BackupSchedule."""
 
     body: kopf.Body
+    uid: str
     namespace: str
     name: str
     generation: int
@@ -104,6 +105,8 @@ async def resync(rt: Runtime, res: Resource, *, deleting: bool) -> None:
 
 async def remove(rt: Runtime, res: Resource, retry: int) -> None:
     """delete: remove (or orphan) the Zomro schedule; raise until Zomro has confirmed."""
+    if res.uid in rt.deleted:
+        return
     observed = res.observed()
     try:
         desired = res.desired()
@@ -124,6 +127,7 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
             backoff=failure.backoff,
         )
         _fail(rt, res, exc, retry, failure=waiting)
+    rt.deleted.add(res.uid)
     rt.ready.drop(res.key)
     metrics.RECONCILES.labels(result="orphaned" if removal is Removal.ORPHANED else "deleted").inc()
     message = {

@@ -10,7 +10,7 @@ from zomro_backup_operator import metrics
 from zomro_backup_operator.credentials import CredentialStore
 from zomro_backup_operator.kube import Kube
 from zomro_backup_operator.settings import Settings
-from zomro_backup_operator.state import Claims, Slots
+from zomro_backup_operator.state import Claims, Recent, Slots
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 
@@ -53,6 +53,9 @@ class Runtime:
     slots: Slots = field(default_factory=Slots)
     claims: Claims = field(default_factory=Claims)
     ready: metrics.ReadyTracker = field(default_factory=metrics.ReadyTracker)
+    deleted: Recent = field(default_factory=Recent)
+    """uids whose deletion this process completed: kopf may run the deletion handler once more
+    on an event that was already queued when the finalizer came off."""
 
     @classmethod
     def build(cls, settings: Settings, kube: Kube | None = None) -> Runtime:

@@ -163,6 +163,23 @@ def _settle(done: asyncio.Future[Schedule], result: Schedule | Exception) -> Non
         done.set_exception(result)
 
 
+class Recent:
+    """A bounded set of recently seen keys (oldest forgotten first)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._keys: dict[str, None] = {}
+
+    def add(self, key: str) -> None:
+        self._keys.pop(key, None)
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
 class Slots:
     """InstanceSlots by (credentials fingerprint, instance id)."""
 

@@ -19,7 +19,7 @@ from zomro_backup_operator.reconcile import (
     remove,
 )
 from zomro_backup_operator.resources import Desired, Observed
-from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot
+from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot, Recent
 from zomro_backup_operator.zomro.errors import AccessDeniedError, UnknownOutcomeError
 from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
 
@@ -363,3 +363,13 @@ async def test_a_lost_answer_in_a_batch_fails_only_that_create(world: World) -> 
     )
     assert healed.action is Action.ADOPTED
     assert len(world.zomro.schedules) == 3
+
+
+def test_the_record_of_finished_deletions_is_bounded_and_forgets_the_oldest() -> None:
+    recent = Recent(size=2)
+    for uid in ("a", "b", "c"):
+        recent.add(uid)
+
+    assert "a" not in recent
+    assert "b" in recent
+    assert "c" in recent
