@@ -52,6 +52,10 @@ demo-down: ## stop a demo left running with KEEP=1
 sync-crds: ## copy crds/ into the Helm chart and deploy/ (crds/ is the single source)
 	hack/sync-crds
 
+BENCH_ARGS ?= --resources 200 --instances 20 --resync 20 --rps 10 --json bench.json
+bench: $(STAMP) binaries ## the benchmark (docs/performance.md); prints a table, writes bench.json
+	$(PY) hack/bench $(BENCH_ARGS)
+
 control-plane-up: binaries ## start etcd + kube-apiserver on loopback
 	hack/control-plane up
 
