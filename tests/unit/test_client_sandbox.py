@@ -306,6 +306,22 @@ async def test_a_wrong_password_is_an_authentication_error(
     assert "wrong-password-xyz" not in str(caught.value)
 
 
+async def test_a_refused_login_is_not_sent_again_for_a_while(
+    make_client: Callable[..., ZomroClient], sb: RunningSandbox, fake_time: FakeTime
+) -> None:
+    zc = make_client(Credentials(username=USERNAME, password="wrong-password-xyz"))
+    for _ in range(3):
+        with pytest.raises(AuthenticationError):
+            await zc.list_instances()
+    assert funcs(sb) == [FUNC_AUTH]
+
+    fake_time.now += FAST.login_refusal_memory
+
+    with pytest.raises(AuthenticationError):
+        await zc.list_instances()
+    assert funcs(sb) == [FUNC_AUTH, FUNC_AUTH]
+
+
 async def test_too_many_failed_logins_block_the_login() -> None:
     config = SandboxConfig(accounts=CONFIG.accounts, login_failures_before_block=2)
     async with running_sandbox(config) as sandbox:

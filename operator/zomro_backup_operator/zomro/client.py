@@ -28,6 +28,7 @@ from zomro_backup_operator.zomro.credentials import AuthMode, Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     AmbiguousResultError,
+    AuthenticationError,
     InvalidValueError,
     LoginTemporarilyBlockedError,
     NotFoundError,
@@ -77,6 +78,8 @@ class ClientOptions:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_response_bytes: int = wire.MAX_BODY_BYTES
+    login_refusal_memory: float = 300.0
+    """Seconds during which a refused login is answered from memory, not sent again."""
 
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.max_requests_per_second <= 0:
@@ -140,6 +143,7 @@ class ZomroClient:
             self._session = _Session(credentials.token)
         self._retired_sids: list[str] = []
         self._paused_until = 0.0
+        self._login_refused: tuple[AuthenticationError, float] | None = None
         self._throttle_streak = 0
         self._known_ids: dict[str, frozenset[str]] = {}
 
@@ -428,6 +432,11 @@ class ZomroClient:
             return self._session
 
     async def _login(self) -> _Session:
+        refused = self._login_refused
+        if refused is not None and self._clock() < refused[1]:
+            # Zomro blocks an IP after repeated failed logins, and every tenant's logins leave
+            # from the operator's one IP: a refused credential set is not tried again for a while.
+            raise type(refused[0])(refused[0].message)
         username = self._credentials.username or ""
         password = self._credentials.password or ""
         doc, info = await self._send(
@@ -437,7 +446,10 @@ class ZomroClient:
             error = wire.to_exception(info, func=FUNC_AUTH)
             if _pauses(error):
                 self._pause(FUNC_AUTH, error)
+            if isinstance(error, AuthenticationError) and not error.retryable:
+                self._login_refused = (error, self._clock() + self._options.login_refusal_memory)
             raise error
+        self._login_refused = None
         session = _Session(wire.parse_session_id(doc))
         logger.debug("zomro %s: new session for %s", FUNC_AUTH, self._credentials.fingerprint)
         return session
