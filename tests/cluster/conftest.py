@@ -176,17 +176,14 @@ def k8s_api(control_plane: ControlPlane) -> Iterator[Any]:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def kubectl(control_plane: ControlPlane) -> Kubectl:
-    """Run kubectl (the API server's own version) against the session's cluster."""
-    own = control_plane.bin_dir / "kubectl"
-    binary = str(own) if own.exists() else "kubectl"
+def _tool(name: str, binary: str, kubeconfig: Path) -> Kubectl:
+    """A runner for a command-line client pointed at ``kubeconfig``; raises with its stderr."""
 
     def run(
         *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [binary, f"--kubeconfig={control_plane.kubeconfig}", *args],
+            [binary, f"--kubeconfig={kubeconfig}", *args],
             input=input,
             capture_output=True,
             text=True,
@@ -195,11 +192,27 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
         )
         if check and result.returncode != 0:
             raise AssertionError(
-                f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+                f"{name} {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
             )
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    """Run kubectl (the API server's own version) against the session's cluster."""
+    own = control_plane.bin_dir / "kubectl"
+    return _tool("kubectl", str(own) if own.exists() else "kubectl", control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def helm(control_plane: ControlPlane) -> Kubectl:
+    """Run the control plane's own helm build against the session's cluster."""
+    binary = control_plane.bin_dir / "helm"
+    if not binary.exists():
+        pytest.fail(f"helm is not built: {binary} is missing (hack/control-plane build)")
+    return _tool("helm", str(binary), control_plane.kubeconfig)
 
 
 @pytest.fixture

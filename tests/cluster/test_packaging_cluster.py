@@ -42,30 +42,6 @@ Helm = Callable[..., subprocess.CompletedProcess[str]]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture(scope="session")
-def helm(control_plane: Any) -> Helm:
-    """The control plane's own helm build, pointed at the session's kubeconfig."""
-    binary = Path(control_plane.bin_dir) / "helm"
-    if not binary.exists():
-        pytest.fail(f"helm is not built: {binary} is missing (hack/control-plane build)")
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(binary), f"--kubeconfig={control_plane.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"helm {' '.join(args)} exited {result.returncode}: {result.stderr}"
-            )
-        return result
-
-    return run
-
-
 def _docs(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
