@@ -28,8 +28,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix operator tests
 	$(VENV)/bin/ruff format operator tests
 
-typecheck: $(STAMP) ## mypy --strict
+typecheck: $(STAMP) ## mypy --strict, the package and the tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests
 
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build

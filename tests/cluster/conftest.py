@@ -27,6 +27,7 @@ from harness import (
     USERNAME,
     Cluster,
     OperatorProcess,
+    list_bodies,
 )
 
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
@@ -169,7 +170,9 @@ def k8s_api(control_plane: ControlPlane) -> Iterator[Any]:
     """A `kubernetes.client.ApiClient` for the session's cluster, with admin rights."""
     from kubernetes import config
 
-    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(control_plane.kubeconfig)
+    )
     try:
         yield client
     finally:
@@ -295,20 +298,18 @@ def _clean_up(cluster: Cluster, sandbox: SandboxProcess, process: OperatorProces
     sandbox.control.clear_faults()
     if process.process is None or process.process.poll() is not None:
         process.start()
-    items = cluster.custom.list_namespaced_custom_object(
-        "zomro.com", "v1alpha1", cluster.namespace, "backupschedules"
-    )["items"]
-    for item in items:
-        cluster.delete(item["metadata"]["name"])
-    for item in items:
+    names = list(list_bodies(cluster))
+    for name in names:
+        cluster.delete(name)
+    for name in names:
         try:
-            cluster.wait_gone(item["metadata"]["name"], timeout=30)
+            cluster.wait_gone(name, timeout=30)
         except AssertionError:
             cluster.custom.patch_namespaced_custom_object(
                 "zomro.com",
                 "v1alpha1",
                 cluster.namespace,
                 "backupschedules",
-                item["metadata"]["name"],
+                name,
                 {"metadata": {"finalizers": []}},
             )

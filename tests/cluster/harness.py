@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -55,7 +55,7 @@ def wait_for(
 ) -> T:
     """Poll ``probe`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = probe()
         if last:
@@ -113,15 +113,20 @@ class Cluster:
             "metadata": {"name": name, "annotations": annotations or {}},
             "spec": spec,
         }
-        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, body
+        return cast(
+            dict[str, Any],
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body
+            ),
         )
-        return result
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
+            result = cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name
+                ),
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -164,11 +169,13 @@ class Cluster:
         return wait_for(f"{name} Ready=True", probe, timeout=timeout)
 
     def wait_reason(self, name: str, reason: str, *, timeout: float = 60.0) -> dict[str, Any]:
-        return wait_for(
-            f"{name} Ready reason {reason}",
-            lambda: (c := self.ready(name)) and c.get("reason") == reason and c,
-            timeout=timeout,
-        )
+        """Wait until the Ready condition has ``reason``; return the condition."""
+
+        def probe() -> dict[str, Any] | None:
+            condition = self.ready(name)
+            return condition if condition and condition.get("reason") == reason else None
+
+        return wait_for(f"{name} Ready reason {reason}", probe, timeout=timeout)
 
     def wait_gone(self, name: str, *, timeout: float = 60.0) -> None:
         wait_for(f"{name} to be gone", lambda: self.get(name) is None, timeout=timeout)
@@ -280,8 +287,9 @@ def delete_many(cluster: Cluster, names: list[str], *, threads: int = 8) -> None
 
 
 def list_bodies(cluster: Cluster) -> dict[str, dict[str, Any]]:
-    listing: dict[str, Any] = cluster.custom.list_namespaced_custom_object(
-        GROUP, VERSION, cluster.namespace, PLURAL
+    listing = cast(
+        dict[str, Any],
+        cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL),
     )
     return {item["metadata"]["name"]: item for item in listing["items"]}
 

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
@@ -79,8 +79,11 @@ def test_api_server_serves_a_custom_resource_once_its_definition_is_applied(
         custom = client.CustomObjectsApi(k8s_api)
         body = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"}}
 
-        created = custom.create_namespaced_custom_object(
-            group, "v1", namespace, "widgets", {**body, "spec": {"size": 3}}
+        created = cast(
+            dict[str, Any],
+            custom.create_namespaced_custom_object(
+                group, "v1", namespace, "widgets", {**body, "spec": {"size": 3}}
+            ),
         )
         with pytest.raises(ApiException) as refused:
             custom.create_namespaced_custom_object(
@@ -91,7 +94,10 @@ def test_api_server_serves_a_custom_resource_once_its_definition_is_applied(
                 {**body, "metadata": {"name": "bad"}, "spec": {"size": 0}},
             )
 
-        fetched = custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w")
+        fetched = cast(
+            dict[str, Any],
+            custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w"),
+        )
         assert fetched["spec"] == {"size": 3}
         assert fetched["metadata"]["uid"] == created["metadata"]["uid"]
         assert refused.value.status == 422
@@ -200,7 +206,8 @@ def test_a_new_namespace_gets_its_default_service_account(k8s_api: Any, namespac
     core = client.CoreV1Api(k8s_api)
 
     def has_default() -> bool:
-        names = [sa.metadata.name for sa in core.list_namespaced_service_account(namespace).items]
+        items = core.list_namespaced_service_account(namespace).items
+        names = [sa.metadata.name for sa in items if sa.metadata]
         return "default" in names
 
     wait_until("the serviceaccount controller to create `default`", has_default)
@@ -235,6 +242,8 @@ def test_garbage_collector_removes_dependents_of_a_deleted_owner(
     owner = core.create_namespaced_config_map(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"))
     )
+    assert owner.metadata is not None
+    assert owner.metadata.uid is not None
     ref = client.V1OwnerReference(
         api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid
     )
@@ -246,7 +255,8 @@ def test_garbage_collector_removes_dependents_of_a_deleted_owner(
     core.delete_namespaced_config_map("owner", namespace)
 
     def dependent_gone() -> bool:
-        names = [cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items]
+        items = core.list_namespaced_config_map(namespace).items
+        names = [cm.metadata.name for cm in items if cm.metadata]
         return "dependent" not in names
 
     wait_until("the garbage collector to delete the dependent", dependent_gone)

@@ -311,7 +311,8 @@ def test_deleting_a_whole_namespace_removes_its_schedules_and_finishes(
     wait_for(
         "the namespace to finish terminating",
         lambda: (
-            cluster.namespace not in [n.metadata.name for n in cluster.core.list_namespace().items]
+            cluster.namespace
+            not in [n.metadata.name for n in cluster.core.list_namespace().items if n.metadata]
         ),
         timeout=180,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 import pytest
 
@@ -15,7 +16,7 @@ SPEC = {"instanceId": "5203773", "days": ["Monday", "Friday"], "time": "02:01"}
 
 
 def read(
-    spec: dict[str, object], annotations: dict[str, str] | None = None, name: str = "nightly"
+    spec: Mapping[str, object], annotations: dict[str, str] | None = None, name: str = "nightly"
 ) -> Desired:
     return Desired.from_resource(
         namespace="team", name=name, generation=3, spec=spec, annotations=annotations or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -40,7 +41,7 @@ def test_first_reconcile_writes_id_server_generation_and_ready() -> None:
     assert status["serverName"] == "MyServer"
     assert status["observedGeneration"] == 1
     assert status["lastSyncTime"] == "2026-01-01T00:00:00Z"
-    [ready] = status["conditions"]  # type: ignore[misc]
+    [ready] = cast(list[dict[str, Any]], status["conditions"])
     assert ready["status"] == "True"
     assert ready["reason"] == "Synced"
     assert "Monday, Friday at 02:01" in ready["message"]
