@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from zomro_backup_operator.resources import Desired, Observed
@@ -134,10 +134,6 @@ class Outcome:
     previous_id: str | None = None
     """The id we held before it vanished from Zomro, for RECREATED."""
 
-    @property
-    def changed_zomro(self) -> bool:
-        return self.action is not Action.SYNCED or self.previous is not None
-
 
 @dataclass
 class Remote:
@@ -183,6 +179,8 @@ async def ensure(
     # The create was queued under the lock; wait for it outside, so that creates of other
     # resources on this instance can join the same batch.
     created = await step.created
+    if observed.schedule_id is not None:
+        remote.claims.release(desired.instance_id, observed.schedule_id, desired.key)
     action = Action.RECREATED if step.recreate else Action.CREATED
     return Outcome(action, created, previous_id=observed.schedule_id)
 
@@ -247,15 +245,8 @@ async def _ensure_locked(
             raise
         remote.slot.changed(row.id, desired.schedule)
         previous = row
-    current = Schedule(
-        id=row.id,
-        instance_id=row.instance_id,
-        name=desired.schedule.name,
-        days=desired.schedule.days,
-        time=desired.schedule.time,
-        server_name=row.server_name,
-        create_date=row.create_date,
-    )
+    spec = desired.schedule
+    current = replace(row, name=spec.name, days=spec.days, time=spec.time)
     if decision.step is Step.UPDATE:
         return Outcome(Action.UPDATED, current, previous=previous)
     if decision.recreate:

@@ -120,6 +120,7 @@ async def test_a_schedule_removed_behind_our_back_is_recreated(world: World) -> 
     assert outcome.action is Action.RECREATED
     assert outcome.previous_id == "99"
     assert len(world.zomro.schedules) == 1
+    assert world.claims.owner(INSTANCE, "99", {(INSTANCE, "99"): ["team/nightly"]}) is None
 
 
 async def test_an_unclaimed_schedule_with_our_name_is_adopted_not_duplicated(world: World) -> None:
