@@ -460,3 +460,19 @@ def test_the_operator_runs_in_process_under_kopfs_test_runner(
 
     assert runner.exit_code == 0, runner.output
     assert remote(sandbox) == []
+
+
+def test_a_namespace_whose_secret_went_first_still_removes_its_schedules(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    cluster.create("nightly")
+    cluster.wait_ready("nightly")
+    cluster.core.delete_namespaced_secret("zomro", cluster.namespace)
+    # The drift check reports the missing Secret once its cached read has expired.
+    cluster.wait_reason("nightly", "CredentialsNotFound", timeout=90)
+    assert len(remote(sandbox)) == 1
+
+    cluster.core.delete_namespace(cluster.namespace)
+
+    wait_for("Zomro's schedule to be deleted", lambda: remote(sandbox) == [], timeout=90)
+    cluster.wait_gone("nightly", timeout=90)
