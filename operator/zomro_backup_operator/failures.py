@@ -17,7 +17,7 @@ from zomro_backup_operator.reconcile import ReconcileError
 from zomro_backup_operator.resources import InvalidSpecError
 from zomro_backup_operator.zomro import errors as z
 
-TRANSIENT_BACKOFF = (5.0, 300.0)
+TRANSIENT_BACKOFF = (5.0, 120.0)
 """(first, cap) seconds for failures that heal by themselves: Zomro down, throttled, busy."""
 NEEDS_PERSON_BACKOFF = (30.0, 900.0)
 """(first, cap) seconds for failures a person must fix: credentials, unknown instance, conflict."""

@@ -32,6 +32,7 @@ def run(
         verbose=settings.log_level in ("DEBUG", "INFO"),
         quiet=settings.log_level in ("WARNING", "ERROR"),
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+        log_prefix=None,  # "[namespace/name]" before text lines; JSON lines carry it as a field
     )
     logging.getLogger().setLevel(settings.log_level)
     # httpx logs every request line at INFO; ours are logged by the client, secret-free, at DEBUG.

@@ -177,6 +177,20 @@ async def test_a_create_answer_with_an_id_needs_no_listing() -> None:
     assert fake.funcs == [FUNC_AUTH, FUNC_SCHEDULE_EDIT]
 
 
+async def test_a_login_answered_with_a_server_error_is_retried_even_before_a_write() -> None:
+    login = doc({"auth": {"$id": SID, "$": SID}})
+    fake = FakeZomro(
+        {
+            FUNC_AUTH: [httpx.Response(500, text="<html>oops</html>"), login],
+            FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "15"}}),
+        }
+    )
+    async with make(fake) as zc:
+        created = await zc.create_schedule(INSTANCE, SPEC)
+    assert created.id == "15"
+    assert fake.funcs == [FUNC_AUTH, FUNC_AUTH, FUNC_SCHEDULE_EDIT]
+
+
 async def test_a_single_object_instead_of_an_array_is_one_schedule() -> None:
     fake = FakeZomro({FUNC_SCHEDULES: doc({"elem": ROW})})
     async with make(fake) as zc:

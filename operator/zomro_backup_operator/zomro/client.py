@@ -339,8 +339,14 @@ class ZomroClient:
 
     async def _read(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
         """An idempotent call, retried with capped exponential backoff and full jitter."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._options.read_attempts),
+        async for attempt in self._retrying(func):
+            with attempt:
+                return await self._call(func, fields, write=False)
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    def _retrying(self, func: str, *, attempts: int | None = None) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(attempts or self._options.read_attempts),
             wait=self._retry_delay,
             retry=retry_if_exception(self._worth_retrying),
             sleep=self._sleep,
@@ -349,10 +355,6 @@ class ZomroClient:
             ),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._call(func, fields, write=False)
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     async def _write(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
         """A call that changes state: sent once; an unknown outcome raises, never repeats."""
@@ -384,7 +386,8 @@ class ZomroClient:
 
     async def _call(self, func: str, fields: Mapping[str, str], *, write: bool) -> wire.Doc:
         """One logical call on the session, renewing an expired session once."""
-        session, fresh = await self._current_session()
+        # Reads are retried as a whole; a write is not, so the login before it retries itself.
+        session, fresh = await self._current_session(retry_login=write)
         doc, info = await self._send(func, {**fields, "auth": session.sid}, write=write)
         if info is None:
             return doc
@@ -393,7 +396,7 @@ class ZomroClient:
                 await self._raise_for_token(func, info)
             elif not fresh:
                 logger.debug("zomro %s: session refused, logging in again", func)
-                session = await self._renew(session)
+                session = await self._renew(session, retry_login=write)
                 doc, info = await self._send(func, {**fields, "auth": session.sid}, write=write)
                 if info is None:
                     return doc
@@ -410,7 +413,7 @@ class ZomroClient:
 
     # --- sessions -------------------------------------------------------------------------
 
-    async def _current_session(self) -> tuple[_Session, bool]:
+    async def _current_session(self, *, retry_login: bool = False) -> tuple[_Session, bool]:
         """The session to use, logging in first if there is none; True if it is brand new."""
         session = self._session
         if session is not None:
@@ -418,20 +421,20 @@ class ZomroClient:
         async with self._login_lock:
             if self._session is not None:
                 return self._session, False
-            self._session = await self._login()
+            self._session = await self._login(retried=retry_login)
             return self._session, True
 
-    async def _renew(self, stale: _Session) -> _Session:
+    async def _renew(self, stale: _Session, *, retry_login: bool) -> _Session:
         """Replace a refused session, once for all callers that saw it refused."""
         async with self._login_lock:
             if self._session is not None and self._session is not stale:
                 return self._session
             self._retire(stale)
             self._session = None
-            self._session = await self._login()
+            self._session = await self._login(retried=retry_login)
             return self._session
 
-    async def _login(self) -> _Session:
+    async def _login(self, *, retried: bool) -> _Session:
         refused = self._login_refused
         if refused is not None and self._clock() < refused[1]:
             # Zomro blocks an IP after repeated failed logins, and every tenant's logins leave
@@ -439,9 +442,13 @@ class ZomroClient:
             raise type(refused[0])(refused[0].message)
         username = self._credentials.username or ""
         password = self._credentials.password or ""
-        doc, info = await self._send(
-            FUNC_AUTH, {"username": username, "password": password}, write=False
-        )
+        # Logging in changes nothing at Zomro: when it serves a write (which is never repeated),
+        # a failed login is retried here like a read.
+        async for attempt in self._retrying(FUNC_AUTH, attempts=None if retried else 1):
+            with attempt:
+                doc, info = await self._send(
+                    FUNC_AUTH, {"username": username, "password": password}, write=False
+                )
         if info is not None:
             error = wire.to_exception(info, func=FUNC_AUTH)
             if _pauses(error):
