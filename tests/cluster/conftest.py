@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from harness import (
     Cluster,
     OperatorProcess,
     list_bodies,
+    temporary_namespace,
 )
 
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
@@ -221,25 +221,9 @@ def helm(control_plane: ControlPlane) -> Kubectl:
 @pytest.fixture
 def namespace(k8s_api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    core = client.CoreV1Api(k8s_api)
     stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
-    name = f"zt-{stem}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(name=name, labels={"zomro.test/owner": "pytest"})
-        )
-    )
-    try:
+    with temporary_namespace(k8s_api, stem) as name:
         yield name
-    finally:
-        try:
-            core.delete_namespace(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 # --- the operator under test, the sandbox, and a namespace with credentials -----------------

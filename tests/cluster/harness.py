@@ -4,13 +4,15 @@ waiting on conditions (never on fixed sleeps)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -62,6 +64,26 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+@contextlib.contextmanager
+def temporary_namespace(api: Any, stem: str) -> Iterator[str]:
+    """A new namespace ``zt-<stem>-<random>``, deleted afterwards (without waiting for it)."""
+    core = client.CoreV1Api(api)
+    name = f"zt-{stem}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"zomro.test/owner": "pytest"})
+        )
+    )
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 class Cluster:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness import temporary_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
@@ -70,15 +71,8 @@ def _non_default_values(watched: list[str]) -> dict[str, Any]:
 
 @pytest.fixture
 def second_namespace(k8s_api: Any) -> Iterator[str]:
-    from kubernetes import client
-
-    core = client.CoreV1Api(k8s_api)
-    name = f"zt-second-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
+    with temporary_namespace(k8s_api, "second") as name:
         yield name
-    finally:
-        core.delete_namespace(name)
 
 
 def _server_dry_run(kubectl: Kubectl, manifests: str) -> list[dict[str, Any]]:

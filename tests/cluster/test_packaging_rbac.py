@@ -18,7 +18,15 @@ from typing import Any
 import lupa
 import pytest
 import yaml
-from harness import INSTANCE, PASSWORD, SANDBOX_CONFIG, USERNAME, Cluster, wait_for
+from harness import (
+    INSTANCE,
+    PASSWORD,
+    SANDBOX_CONFIG,
+    USERNAME,
+    Cluster,
+    temporary_namespace,
+    wait_for,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
@@ -44,15 +52,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess
 @pytest.fixture
 def home_namespace(k8s_api: Any) -> Iterator[str]:
     """The release namespace: ServiceAccount and default credentials, not watched itself."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(k8s_api)
-    name = f"zt-home-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
+    with temporary_namespace(k8s_api, "home") as name:
         yield name
-    finally:
-        core.delete_namespace(name)
 
 
 def _free_port() -> int:
