@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import kopf
 
 from zomro_backup_operator.credentials import CredentialsError
-from zomro_backup_operator.reconcile import ReconcileError
+from zomro_backup_operator.reconcile import CreatePendingError, ReconcileError
 from zomro_backup_operator.resources import InvalidSpecError
 from zomro_backup_operator.zomro import errors as z
 
@@ -50,6 +50,8 @@ def classify(exc: BaseException) -> Failure:
         return Failure("InvalidSpec", str(exc), permanent=True)
     if isinstance(exc, CredentialsError):
         return Failure("CredentialsNotFound", str(exc), backoff=NEEDS_PERSON_BACKOFF)
+    if isinstance(exc, CreatePendingError):  # heals by itself: look again soon
+        return Failure(exc.reason, str(exc), retry_after=exc.retry_after)
     if isinstance(exc, ReconcileError):
         return Failure(exc.reason, str(exc), backoff=NEEDS_PERSON_BACKOFF)
     if isinstance(exc, z.InvalidValueError):

@@ -13,11 +13,12 @@ import kopf
 
 from zomro_backup_operator import events, metrics, reconcile
 from zomro_backup_operator.failures import Failure, classify
+from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
 from zomro_backup_operator.resources import Desired, InvalidSpecError, Observed
 from zomro_backup_operator.runtime import Runtime
 from zomro_backup_operator.state import ClaimKey
-from zomro_backup_operator.status import Readiness, changes, now_iso, synced
+from zomro_backup_operator.status import Readiness, changes, iso, synced
 from zomro_backup_operator.zomro.errors import NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ async def connect(rt: Runtime, res: Resource, desired: Desired, *, deleting: boo
         claims=rt.claims,
         indexed=res.claims_index,
         max_age=rt.settings.resync_seconds,
+        settle=rt.settings.create_settle_seconds,
     )
 
 
@@ -111,7 +113,7 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
     try:
         desired = res.desired()
     except InvalidSpecError:
-        if observed.schedule_id is None and observed.pending_name is None:
+        if observed.schedule_id is None and observed.pending is None:
             return  # never reached Zomro: nothing to clean up
         raise
     try:
@@ -148,15 +150,24 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
 async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: float) -> Outcome:
     remote = await connect(rt, res, desired, deleting=False)
 
-    async def record_pending(name: str) -> None:
+    async def record_pending(pending: PendingCreate | None) -> None:
+        if pending is None:  # the create was refused: written with the handler's own patch
+            res.patch.status["pendingCreate"] = None
+            res.status = {**res.status, "pendingCreate": None}
+            return
         # The intent must be durable before Zomro is asked (docs/design.md); the same write
         # tells users that the schedule is being created.
+        where = f"Zomro schedule {pending.name!r} on instance {desired.instance_id}"
         creating = Readiness(
-            False, "Creating", f"creating Zomro schedule {name!r} on instance {desired.instance_id}"
+            False,
+            "Creating",
+            f"waiting until Zomro lists {where}, which it accepted"
+            if pending.acknowledged
+            else f"creating {where}",
         )
         patch = {
             **changes(res.status, creating, desired.generation),
-            "pendingCreate": {"name": name, "startedAt": now_iso()},
+            "pendingCreate": pending.to_status(iso),
         }
         await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
         res.status = {**res.status, **patch}

@@ -8,14 +8,25 @@ The crash-safe create protocol is described in docs/design.md.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot
-from zomro_backup_operator.zomro.errors import AccessDeniedError
-from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec
+from zomro_backup_operator.zomro.errors import (
+    AccessDeniedError,
+    AmbiguousResultError,
+    CreatedNotListedError,
+    UnknownOutcomeError,
+    ZomroError,
+)
+from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec, numeric_order
+
+PENDING_MAX_AGE = 1.0
+"""Seconds a listing may be old while a create of ours waits to be listed: fresh, but shared."""
 
 
 class ZomroApi(Protocol):
@@ -46,6 +57,18 @@ class AdoptionError(ReconcileError):
     reason = "AdoptionFailed"
 
 
+class CreatePendingError(ReconcileError):
+    """A create of this resource may have been made and is not listed yet: wait, never resend.
+
+    ``retry_after`` is when to look again (None: with the usual backoff)."""
+
+    reason = "Creating"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Step(enum.Enum):
     KEEP = "keep"
     UPDATE = "update"
@@ -53,6 +76,8 @@ class Step(enum.Enum):
     CREATE = "create"
     CONFLICT = "conflict"
     ADOPT_MISSING = "adopt-missing"
+    WAIT = "wait"
+    """A create of ours may still show up in the listing: neither adopt nor create yet."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,9 @@ class Plan:
     owner: str | None = None
     recreate: bool = False
     """True when the schedule we held is gone from Zomro (removed behind our back)."""
+    wait: float | None = None
+    """For WAIT: seconds until the create may be taken as never made; None while it is known
+    to be on its way or made."""
 
 
 def plan(
@@ -70,10 +98,16 @@ def plan(
     rows: Sequence[Schedule],
     owner_of: Callable[[str], str | None],
     in_flight: Mapping[str, str] | None = None,
+    *,
+    accepted: Collection[str] = frozenset(),
+    now: float = 0.0,
+    settle: float = 0.0,
 ) -> Plan:
-    """Decide what brings Zomro to ``desired``. Pure: no I/O, no clock.
+    """Decide what brings Zomro to ``desired``. Pure: no I/O, no clock (``now`` is given).
 
-    ``in_flight`` maps names of creates on their way to Zomro (not listed yet) to their owners.
+    ``in_flight`` maps names of creates on their way to Zomro (not listed yet) to their owners;
+    ``accepted`` holds resources whose create Zomro accepted and no listing has shown yet;
+    ``settle`` is how long after a create whose answer was lost it may still show up.
     """
     me = desired.key
     by_id = {row.id: row for row in rows}
@@ -94,27 +128,34 @@ def plan(
         return Plan(Step.CONFLICT, row, owner=owner) if owner else Plan(Step.ADOPT, row)
 
     # No schedule of ours at Zomro: before creating one, look for one we may have created
-    # without recording it (a crash between Zomro's answer and our status write), or one a person
-    # made by hand with our name. Either is taken over rather than duplicated.
+    # without recording it (a crash between Zomro's answer and our status write, a lost answer,
+    # a listing that shows new schedules late, a name Zomro changed), or one a person made by
+    # hand with our name. Either is taken over rather than duplicated.
     recreate = observed.schedule_id is not None
-    names = {desired.schedule.name} | ({observed.pending_name} if observed.pending_name else set())
-    matches = sorted(
-        (row for row in rows if row.name in names), key=lambda row: (_numeric(row.id), row.id)
-    )
+    pending = observed.pending
+    names = {desired.schedule.name} | ({pending.name} if pending else set())
+    matches = sorted((row for row in rows if row.name in names), key=lambda r: numeric_order(r.id))
     free = [row for row in matches if taken(row.id) is None]
     if free:
-        preferred = [row for row in free if row.name == observed.pending_name] or free
+        preferred = [row for row in free if pending and row.name == pending.name] or free
         return Plan(Step.ADOPT, preferred[0], recreate=recreate)
+    made = pending.candidates(rows, lambda i: taken(i) is None) if pending else []
+    if made:
+        return Plan(Step.ADOPT, made[0], recreate=recreate)
     if matches:
         return Plan(Step.CONFLICT, matches[0], owner=taken(matches[0].id), recreate=recreate)
     creating = (in_flight or {}).get(desired.schedule.name)
     if creating is not None and creating != me:
         return Plan(Step.CONFLICT, owner=creating, recreate=recreate)
+    if me in (in_flight or {}).values() or me in accepted:
+        return Plan(Step.WAIT, recreate=recreate)
+    if pending is not None:
+        if pending.acknowledged:
+            return Plan(Step.WAIT, recreate=recreate)
+        remaining = pending.settles_in(now, settle)
+        if remaining > 0:
+            return Plan(Step.WAIT, recreate=recreate, wait=remaining)
     return Plan(Step.CREATE, recreate=recreate)
-
-
-def _numeric(value: str) -> int:
-    return int(value) if value.isdigit() else -1
 
 
 class Action(enum.Enum):
@@ -144,6 +185,9 @@ class Remote:
     claims: Claims
     indexed: Mapping[ClaimKey, Iterable[str]]
     max_age: float
+    settle: float = 0.0
+    """Seconds after sending a create whose answer was lost until it may be taken as never made."""
+    clock: Callable[[], float] = field(default=time.time)
 
     async def schedules(self, instance_id: str, *, max_age: float | None = None) -> list[Schedule]:
         return await self.slot.schedules(
@@ -155,7 +199,9 @@ class Remote:
         return lambda schedule_id: self.claims.owner(instance_id, schedule_id, self.indexed)
 
 
-RecordPending = Callable[[str], Awaitable[None]]
+RecordPending = Callable[[PendingCreate | None], Awaitable[None]]
+"""Records a create in the resource's status. A PendingCreate must be durable when it returns;
+None (the create was refused, nothing was made) may be written with the handler's own patch."""
 
 
 async def ensure(
@@ -168,9 +214,9 @@ async def ensure(
 ) -> Outcome:
     """Bring Zomro to ``desired``: keep, change in place, adopt, or create exactly once.
 
-    Decisions on one instance are serialised by its slot's lock. ``record_pending(name)`` must
-    durably record the intent to create (in the resource's status) before it returns; a crash
-    after the create is then healed by the name match in ``plan``.
+    Decisions on one instance are serialised by its slot's lock. ``record_pending`` must durably
+    record the intent to create (in the resource's status) before it returns; a crash or a lost
+    answer after the create is then healed by ``plan`` finding what it made.
     """
     async with remote.slot.lock:
         step = await _ensure_locked(desired, observed, remote, record_pending, max_age=max_age)
@@ -178,7 +224,20 @@ async def ensure(
         return step
     # The create was queued under the lock; wait for it outside, so that creates of other
     # resources on this instance can join the same batch.
-    created = await step.created
+    try:
+        created = await step.created
+    except (CreatedNotListedError, AmbiguousResultError) as exc:
+        # Zomro made it: it is never sent again; wait until a listing shows it.
+        remote.slot.accepted.add(desired.key)
+        await record_pending(step.pending.acknowledge())
+        raise CreatePendingError(
+            f"Zomro accepted the create of schedule {desired.schedule.name!r} on instance "
+            f"{desired.instance_id}; waiting until its listing shows it ({exc.message})"
+        ) from exc
+    except ZomroError as exc:
+        if not isinstance(exc, UnknownOutcomeError):
+            await record_pending(None)  # refused: nothing was made
+        raise
     if observed.schedule_id is not None:
         remote.claims.release(desired.instance_id, observed.schedule_id, desired.key)
     action = Action.RECREATED if step.recreate else Action.CREATED
@@ -189,6 +248,7 @@ async def ensure(
 class _Creating:
     created: Awaitable[Schedule]
     recreate: bool
+    pending: PendingCreate
 
 
 async def _ensure_locked(
@@ -200,8 +260,20 @@ async def _ensure_locked(
     max_age: float | None,
 ) -> Outcome | _Creating:
     instance_id = desired.instance_id
+    if observed.pending is not None or desired.key in remote.slot.accepted:
+        # A create of ours may have appeared since the last listing.
+        max_age = min(PENDING_MAX_AGE, remote.max_age if max_age is None else max_age)
     rows = await remote.schedules(instance_id, max_age=max_age)
-    decision = plan(desired, observed, rows, remote.owner_of(instance_id), remote.slot.in_flight)
+    decision = plan(
+        desired,
+        observed,
+        rows,
+        remote.owner_of(instance_id),
+        remote.slot.in_flight,
+        accepted=remote.slot.accepted,
+        now=remote.clock(),
+        settle=remote.settle,
+    )
 
     if decision.step is Step.CONFLICT:
         what = (
@@ -218,19 +290,27 @@ async def _ensure_locked(
             f"annotation asks to adopt Zomro schedule {desired.adopt_id}, but instance "
             f"{instance_id} has no such schedule"
         )
+    if decision.step is Step.WAIT:
+        raise CreatePendingError(
+            _waiting(desired, observed.pending, decision.wait), retry_after=decision.wait
+        )
     if decision.step is Step.CREATE:
-        await record_pending(desired.schedule.name)
+        pending = PendingCreate.for_spec(
+            desired.schedule, started_at=remote.clock(), known_ids=[row.id for row in rows]
+        )
+        await record_pending(pending)
         created = remote.slot.submit_create(
             desired.schedule,
             desired.key,
             lambda specs: remote.zomro.create_schedules(instance_id, specs),
             lambda schedule: _claim(remote, desired, schedule.id),
         )
-        return _Creating(created, decision.recreate)
+        return _Creating(created, decision.recreate, pending)
 
     row = decision.row
     assert row is not None
     _claim(remote, desired, row.id)
+    remote.slot.accepted.discard(desired.key)
     if observed.schedule_id is not None and observed.schedule_id != row.id:
         remote.claims.release(instance_id, observed.schedule_id, desired.key)
     if decision.step is Step.KEEP:
@@ -255,6 +335,17 @@ async def _ensure_locked(
             Action.RECREATED, current, previous=previous, previous_id=observed.schedule_id
         )
     return Outcome(Action.ADOPTED, current, previous=previous)
+
+
+def _waiting(desired: Desired, pending: PendingCreate | None, wait: float | None) -> str:
+    name = pending.name if pending is not None else desired.schedule.name
+    where = f"schedule {name!r} on instance {desired.instance_id}"
+    if wait is not None:
+        return (
+            f"the answer to the create of {where} was lost; waiting {wait:.0f}s more for Zomro "
+            "to list it before concluding that nothing was made"
+        )
+    return f"Zomro accepted the create of {where}; waiting until its listing shows it"
 
 
 def _claim(remote: Remote, desired: Desired, schedule_id: str) -> None:
@@ -284,7 +375,7 @@ async def remove(
         if schedule_id:
             claims.release(instance_id, schedule_id, desired.key)
         return Removal.ORPHANED, schedule_id
-    if schedule_id is None and observed.pending_name is None:
+    if schedule_id is None and observed.pending is None:
         return Removal.NOTHING, None
     remote = await connect()
     async with remote.slot.lock:
@@ -297,16 +388,26 @@ async def _remove_locked(
     instance_id = desired.instance_id
     schedule_id = observed.schedule_id
 
-    if schedule_id is None and observed.pending_name is not None:
+    pending = observed.pending
+    if schedule_id is None and pending is not None:
         # A create was sent but never recorded: find what it made, if anything.
         rows = await remote.schedules(instance_id, max_age=0.0)
         owner_of = remote.owner_of(instance_id)
-        found = [
-            row
-            for row in rows
-            if row.name == observed.pending_name and owner_of(row.id) in (None, desired.key)
-        ]
-        schedule_id = min(found, key=lambda row: (_numeric(row.id), row.id)).id if found else None
+
+        def free(row_id: str) -> bool:
+            return owner_of(row_id) in (None, desired.key)
+
+        exact = sorted(
+            (row for row in rows if row.name == pending.name and free(row.id)),
+            key=lambda row: numeric_order(row.id),
+        )
+        found = exact or pending.candidates(rows, free)
+        schedule_id = found[0].id if found else None
+        if schedule_id is None:
+            accepted = pending.acknowledged or desired.key in remote.slot.accepted
+            wait = None if accepted else pending.settles_in(remote.clock(), remote.settle)
+            if desired.key in remote.slot.in_flight.values() or wait is None or wait > 0:
+                raise CreatePendingError(_waiting(desired, pending, wait), retry_after=wait)
     if schedule_id is None:
         return Removal.NOTHING, None
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
 
 GROUP = "zomro.com"
@@ -100,7 +101,7 @@ class Observed:
 
     schedule_id: str | None = None
     server_name: str | None = None
-    pending_name: str | None = None
+    pending: PendingCreate | None = None
     observed_generation: int | None = None
     ready_reason: str | None = None
 
@@ -115,7 +116,7 @@ class Observed:
         return cls(
             schedule_id=str(status["scheduleId"]) if status.get("scheduleId") else None,
             server_name=status.get("serverName"),
-            pending_name=pending.get("name") if isinstance(pending, Mapping) else None,
+            pending=PendingCreate.from_status(pending),
             observed_generation=int(generation) if generation is not None else None,
             ready_reason=ready.get("reason"),
         )

@@ -33,6 +33,8 @@ class Settings:
     max_requests_per_second: float = 5.0
     max_in_flight: int = 1
     timeout_seconds: float = 30.0
+    create_settle_seconds: float = 120.0
+    """After a create whose answer was lost, how long it may take to show up in a listing."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     metrics_port: int = 9090
@@ -40,6 +42,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        timeout = _number(env, "ZOMRO_TIMEOUT_SECONDS", 30.0, minimum=0.1)
         return cls(
             api_url=_url(env, "ZOMRO_API_URL", DEFAULT_API_URL),
             default_credentials=_secret_ref(env, "ZOMRO_CREDENTIALS_SECRET"),
@@ -48,7 +51,10 @@ class Settings:
                 env, "ZOMRO_MAX_REQUESTS_PER_SECOND", 5.0, minimum=0.01
             ),
             max_in_flight=int(_number(env, "ZOMRO_MAX_IN_FLIGHT", 1, minimum=1, integer=True)),
-            timeout_seconds=_number(env, "ZOMRO_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            timeout_seconds=timeout,
+            create_settle_seconds=_number(
+                env, "ZOMRO_CREATE_SETTLE_SECONDS", max(120.0, timeout), minimum=timeout
+            ),
             log_format=_choice(env, "ZOMRO_LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]
             log_level=_choice(
                 env, "ZOMRO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True

@@ -68,6 +68,9 @@ class InstanceSlot:
     in_flight: dict[str, str] = field(default_factory=dict)
     """Schedule name -> owning resource, for creates queued or sent but not yet listed back:
     the listing cannot show them yet, so decisions look here too."""
+    accepted: set[str] = field(default_factory=set)
+    """Resources whose create Zomro accepted but no listing has shown yet: never sent again.
+    Status says the same durably; this covers a failed write of that status."""
     _queue: list[_Create] = field(default_factory=list)
     _worker: asyncio.Task[None] | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,13 @@ from zomro_backup_operator.zomro.models import Schedule
 READY = "Ready"
 
 
+def iso(epoch: float) -> str:
+    """RFC 3339 in UTC, to the second, as status shows times."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(time.time())
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from zomro_backup_operator.reconcile import (
     ensure,
     remove,
 )
+from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot, Recent
 from zomro_backup_operator.zomro.errors import AccessDeniedError, UnknownOutcomeError
@@ -51,6 +52,11 @@ def desired(
     )
 
 
+def legacy_pending(name: str) -> PendingCreate:
+    """The record of a create of ``name`` whose answer never came (as older versions wrote it)."""
+    return PendingCreate(name=name, started_at=0.0)
+
+
 class World:
     """One Zomro, one slot, one claims registry, one kopf index: what one operator process has."""
 
@@ -65,8 +71,9 @@ class World:
         indexed: Mapping[ClaimKey, Iterable[str]] = self.index
         return Remote(self.zomro, self.slot, self.claims, indexed, max_age)
 
-    async def record_pending(self, name: str) -> None:
-        self.pending.append(name)
+    async def record_pending(self, pending: PendingCreate | None) -> None:
+        if pending is not None:
+            self.pending.append(pending.name)
 
 
 @pytest.fixture
@@ -140,7 +147,7 @@ async def test_a_create_whose_answer_was_lost_is_found_by_its_recorded_name_afte
     # A crash after Zomro created "Old" but before status recorded its id; since then the
     # user renamed the schedule. The recorded intent still finds it: no second schedule.
     lost = world.zomro.add(INSTANCE, spec(name="Old"))
-    observed = Observed(pending_name="Old")
+    observed = Observed(pending=legacy_pending("Old"))
 
     outcome = await ensure(
         desired(schedule=spec(name="New")), observed, world.remote(), world.record_pending
@@ -163,7 +170,7 @@ async def test_an_unknown_create_outcome_heals_on_the_next_attempt_without_a_dup
     world.zomro.after_create = None
 
     outcome = await ensure(
-        desired(), Observed(pending_name="MySchedule"), world.remote(), world.record_pending
+        desired(), Observed(pending=legacy_pending("MySchedule")), world.remote(), world.record_pending
     )
 
     assert outcome.action is Action.ADOPTED
@@ -269,7 +276,7 @@ async def test_deleting_a_resource_whose_create_was_never_recorded_removes_what_
     made = world.zomro.add(INSTANCE, spec())
 
     result = await remove(
-        desired(), Observed(pending_name="MySchedule"), world.claims, _connect(world)
+        desired(), Observed(pending=legacy_pending("MySchedule")), world.claims, _connect(world)
     )
 
     assert result == (Removal.DELETED, made.id)
@@ -358,7 +365,7 @@ async def test_a_lost_answer_in_a_batch_fails_only_that_create(world: World) -> 
     world.zomro.after_create = None
     healed = await ensure(
         desired("b", spec(name="b")),
-        Observed(pending_name="b"),
+        Observed(pending=legacy_pending("b")),
         world.remote(),
         world.record_pending,
     )

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import pytest
 
 from zomro_backup_operator.credentials import CredentialsError, CredentialStore, parse_secret
+from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import Desired, InvalidSpecError, Observed
 from zomro_backup_operator.settings import SecretRef, Settings, SettingsError
 from zomro_backup_operator.zomro.models import Weekday
@@ -63,7 +64,7 @@ def test_observed_status_reads_id_pending_intent_and_ready_reason() -> None:
             "conditions": [{"type": "Ready", "status": "False", "reason": "Conflict"}],
         }
     )
-    assert observed == Observed("14", None, "MySchedule", 2, "Conflict")
+    assert observed == Observed("14", None, PendingCreate("MySchedule", 0.0), 2, "Conflict")
 
 
 def test_settings_have_the_documented_defaults() -> None:

@@ -29,6 +29,7 @@ from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     AmbiguousResultError,
     AuthenticationError,
+    CreatedNotListedError,
     InvalidValueError,
     LoginTemporarilyBlockedError,
     NotFoundError,
@@ -40,7 +41,13 @@ from zomro_backup_operator.zomro.errors import (
     ZomroError,
     ZomroTimeoutError,
 )
-from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec, format_days
+from zomro_backup_operator.zomro.models import (
+    Instance,
+    Schedule,
+    ScheduleSpec,
+    format_days,
+    may_be_stored_as,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +221,9 @@ class ZomroClient:
 
         Zomro's create answer carries no id, so each create alone costs a write and a list;
         a batch costs one write each and a single list. Results come in the order of ``specs``:
-        the new Schedule, or the error of that create (a write is never repeated).
+        the new Schedule (as Zomro lists it, its name perhaps changed), or the error of that
+        create (a write is never repeated). :class:`CreatedNotListedError` and
+        :class:`AmbiguousResultError` mean Zomro made the schedule: never send it again.
         """
         known_before = self._known_ids.get(instance_id)
         results: list[Schedule | ZomroError | None] = []
@@ -228,7 +237,7 @@ class ZomroClient:
         try:
             listed = await self.list_schedules(instance_id)
         except ZomroError as exc:
-            lost = UnknownOutcomeError(
+            lost = CreatedNotListedError(
                 f"{FUNC_SCHEDULE_EDIT}: applied, but listing to find the new id failed; "
                 "list the instance before trying again"
             )
@@ -261,7 +270,7 @@ class ZomroClient:
         try:
             new_id = wire.parse_created_id(doc)
         except ZomroError as exc:
-            raise UnknownOutcomeError(
+            raise CreatedNotListedError(
                 f"{FUNC_SCHEDULE_EDIT}: applied, but the new id in the answer is unreadable; "
                 "list the instance before trying again"
             ) from exc
@@ -602,29 +611,37 @@ def _match_created(
     known_before: frozenset[str] | None,
     taken: set[str],
 ) -> Schedule:
-    """Tell a create's new row from the listing: its name, an id not seen before the create and
-    not already matched to another create of the batch; an exact days/time match breaks ties."""
-    candidates = [
+    """Tell a create's new row from the listing: an id not seen before the create and not matched
+    to another create of the batch, and its name, or (with the sent days and time) a name Zomro
+    could have made of it (trimmed, whitespace collapsed, case changed, cut short). The exact
+    name is preferred; an exact days/time match breaks ties between exact names."""
+    new = [
         schedule
         for schedule in listed
-        if schedule.name == spec.name
-        and schedule.id not in taken
-        and (known_before is None or schedule.id not in known_before)
+        if schedule.id not in taken and (known_before is None or schedule.id not in known_before)
     ]
+    candidates = [schedule for schedule in new if schedule.name == spec.name]
     if len(candidates) > 1:
         exact = [schedule for schedule in candidates if schedule.matches(spec)]
         if len(exact) == 1:
             return exact[0]
+    if not candidates:
+        candidates = [
+            schedule
+            for schedule in new
+            if (schedule.days, schedule.time) == (spec.days, spec.time)
+            and may_be_stored_as(spec.name, schedule.name)
+        ]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise UnknownOutcomeError(
+        raise CreatedNotListedError(
             f"{FUNC_SCHEDULE_EDIT}: Zomro accepted the create but lists no new schedule "
-            "with its name; list the instance before trying again"
+            "with its name yet; list the instance later, do not create it again"
         )
     ids = tuple(sorted(schedule.id for schedule in candidates))
     raise AmbiguousResultError(
-        f"{FUNC_SCHEDULE_EDIT}: created, but {len(ids)} new schedules carry its name "
+        f"{FUNC_SCHEDULE_EDIT}: created, but {len(ids)} new schedules could be it "
         f"(ids {', '.join(ids)})",
         candidate_ids=ids,
     )

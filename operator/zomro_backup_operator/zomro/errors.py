@@ -108,6 +108,14 @@ class UnknownOutcomeError(ZomroError):
     retryable = True
 
 
+class CreatedNotListedError(UnknownOutcomeError):
+    """Zomro answered that it made a schedule, but no listing shows it (yet): its id is unknown.
+
+    Unlike its base, the create is known to be applied: it must never be sent again; list the
+    instance later to find the new schedule.
+    """
+
+
 class AmbiguousResultError(ZomroError):
     """A create succeeded but several schedules carry its name, so its id cannot be told.
 

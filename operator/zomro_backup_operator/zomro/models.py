@@ -12,6 +12,7 @@ MAX_NAME_LENGTH = 60
 """Zomro's panel allows 100 characters but Fleio's model behind it holds 60: safe either way."""
 
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_DIGITS_RE = re.compile(r"[0-9]+")
 
 
 class Weekday(enum.IntEnum):
@@ -61,6 +62,23 @@ def validate_name(value: str) -> str:
     if not 1 <= len(value) <= MAX_NAME_LENGTH:
         raise ValueError(f"name must be 1-{MAX_NAME_LENGTH} characters, got {len(value)}")
     return value
+
+
+def name_key(name: str) -> str:
+    """A name folded the ways Zomro may change it: whitespace trimmed and collapsed, case."""
+    return " ".join(name.split()).casefold()
+
+
+def may_be_stored_as(sent: str, listed: str) -> bool:
+    """True when ``listed`` could be what Zomro made of the name ``sent``: the same once trimmed,
+    whitespace collapsed and case folded, or a cut of it (a shorter length limit)."""
+    sent_key, listed_key = name_key(sent), name_key(listed)
+    return bool(listed_key) and sent_key.startswith(listed_key)
+
+
+def numeric_order(value: str) -> tuple[int, str]:
+    """Sort key for ids: numerically when digits, others first."""
+    return (int(value) if _DIGITS_RE.fullmatch(value) else -1, value)
 
 
 @dataclass(frozen=True)
