@@ -368,3 +368,76 @@ async def test_busy_instance_refuses_edits_until_the_time_is_up(
 async def test_api_path_is_only_the_root(sb: RunningSandbox, http: httpx.AsyncClient) -> None:
     response = await http.post(sb.url + "api", data={"func": "instances", "out": "json"})
     assert response.status_code == 404
+
+
+async def listed_names(http: httpx.AsyncClient, sb: RunningSandbox) -> list[str]:
+    answer = await api(http, sb, func="instances.fleio_bckps.schedule", elid=INSTANCE)
+    return [row["name"]["$"] for row in answer.json()["doc"].get("elem", [])]
+
+
+@pytest.mark.parametrize(
+    ("names", "sent", "stored"),
+    [
+        ({}, "  Nightly  Backup ", "Nightly  Backup"),
+        ({"collapse": True}, "Nightly \t Backup", "Nightly Backup"),
+        ({"case": "lower"}, "Nightly Backup", "nightly backup"),
+        ({"case": "upper"}, "Nightly Backup", "NIGHTLY BACKUP"),
+        ({"cut": 9}, "Nightly Backup", "Nightly B"),
+        ({"cut": 8}, "Nightly Backup", "Nightly"),
+        ({"collapse": True, "case": "lower", "cut": 12}, "A  Nightly  Backup", "a nightly ba"),
+    ],
+)
+async def test_name_modes_store_the_name_as_a_normalising_service_would(
+    sb: RunningSandbox,
+    http: httpx.AsyncClient,
+    names: dict[str, Any],
+    sent: str,
+    stored: str,
+) -> None:
+    changed = await control(http, sb, "PATCH", "/faults", {"names": names})
+    assert changed.status_code == 200
+    await api(http, sb, **{**CREATE, "name": sent})
+    assert await listed_names(http, sb) == [stored]
+
+
+async def test_name_modes_can_be_set_with_flat_keys_and_are_cleared_with_the_faults(
+    sb: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    answer = await control(http, sb, "PATCH", "/faults", {"name_case": "upper", "name_cut": 4})
+    assert answer.json()["names"] == {"collapse": False, "case": "upper", "cut": 4}
+    await control(http, sb, "DELETE", "/faults")
+    assert (await control(http, sb, "GET", "/faults")).json()["names"]["case"] is None
+
+
+async def test_a_listing_delay_hides_a_new_schedule_from_listings_until_it_has_passed(
+    sb: RunningSandbox, http: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    await control(http, sb, "PATCH", "/faults", {"listing_delay": 30})
+    created = await api(http, sb, **CREATE)
+    assert "ok" in created.json()["doc"]
+    assert await listed_names(http, sb) == []
+    assert [s["name"] for s in sb.state.snapshot()["instances"][INSTANCE]["schedules"]] == [
+        "MySchedule"
+    ]
+    clock.advance(29)
+    assert await listed_names(http, sb) == []
+    clock.advance(1)
+    assert await listed_names(http, sb) == ["MySchedule"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"names": {"case": "title"}},
+        {"names": {"cut": 0}},
+        {"names": {"collapse": "yes"}},
+        {"names": {"trim": True}},
+        {"listing_delay": -1},
+    ],
+)
+async def test_invalid_name_modes_and_listing_delays_are_refused(
+    sb: RunningSandbox, http: httpx.AsyncClient, bad: dict[str, Any]
+) -> None:
+    answer = await control(http, sb, "PATCH", "/faults", bad)
+    assert answer.status_code == 400
+    assert sb.faults.name_case is None and sb.faults.listing_delay == 0

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from zomro_backup_operator.sandbox.faults import Faults
 from zomro_backup_operator.sandbox.model import (
     DAY_NAMES_EN,
     DAY_NAMES_RU,
@@ -98,8 +99,10 @@ class ApiResult:
 class Api:
     """Dispatches ``func`` to its handler, after authentication."""
 
-    def __init__(self, state: SandboxState) -> None:
+    def __init__(self, state: SandboxState, faults: Faults | None = None) -> None:
         self.state = state
+        self.faults = faults or Faults()
+        """Read for what the service does to names and when it lists new schedules."""
         self._funcs: dict[str, Callable[[_Call], Doc]] = {
             "instances": self._instances,
             "instances.edit": self._instance_edit,
@@ -388,7 +391,8 @@ class Api:
 
     def _schedules(self, call: _Call) -> Doc:
         instance = self._instance(call, "elid")
-        rows = [self._schedule_row(s, call.lang) for s in self.state.schedules_of(instance.id)]
+        schedules = self.state.listed_schedules_of(instance.id)
+        rows = [self._schedule_row(s, call.lang) for s in schedules]
         return call.page(rows)
 
     def _schedule_edit(self, call: _Call) -> Doc:
@@ -410,9 +414,11 @@ class Api:
                 "rotation_time": scalar(schedule.time if schedule else ""),
             }
         name, days, time_ = validate_schedule(call)
+        name = self.faults.stored_name(name)
         self._not_busy(call, instance)
         if schedule is None:
-            self.state.add_schedule(instance.id, name, days, time_)
+            delay = self.faults.listing_delay
+            self.state.add_schedule(instance.id, name, days, time_, listing_delay=delay)
             call.created = True
         else:
             self.state.change_schedule(schedule.id, name=name, days=days, time_=time_)

@@ -12,6 +12,7 @@ from typing import Any
 
 BLOCK_STATUSES = (403, 460, 429)
 OUTAGE_MODES = ("reset", "503")
+NAME_CASES = ("lower", "upper")
 
 
 class FaultError(ValueError):
@@ -41,6 +42,14 @@ class Faults:
     """How many creates to answer late; None means all while set."""
     outage: str | None = None
     """``reset`` (connections reset) or ``503``; the control endpoint keeps working."""
+    name_collapse: bool = False
+    """Store schedule names with runs of whitespace collapsed to one space."""
+    name_case: str | None = None
+    """``lower`` or ``upper``: store schedule names in that case."""
+    name_cut: int | None = None
+    """Store schedule names cut to this many characters (over 60 are still refused)."""
+    listing_delay: float = 0.0
+    """Seconds after a create before listings show the new schedule (eventual consistency)."""
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     # ------------------------------------------------------------------ decisions
@@ -70,6 +79,18 @@ class Faults:
             self.late_create_count -= 1
         return self.late_create_seconds, self.late_create_drop
 
+    def stored_name(self, name: str) -> str:
+        """What the service makes of an (already trimmed) schedule name in the current mode."""
+        if self.name_collapse:
+            name = " ".join(name.split())
+        if self.name_case == "lower":
+            name = name.lower()
+        elif self.name_case == "upper":
+            name = name.upper()
+        if self.name_cut is not None:
+            name = name[: self.name_cut].rstrip()
+        return name
+
     # ------------------------------------------------------------------ JSON form
 
     def clear(self) -> None:
@@ -86,6 +107,10 @@ class Faults:
             "late_create_drop",
             "late_create_count",
             "outage",
+            "name_collapse",
+            "name_case",
+            "name_cut",
+            "listing_delay",
         ):
             setattr(self, name, getattr(fresh, name))
 
@@ -113,6 +138,8 @@ class Faults:
             "latency": self.latency,
             "late_create": late,
             "outage": self.outage,
+            "names": {"collapse": self.name_collapse, "case": self.name_case, "cut": self.name_cut},
+            "listing_delay": self.listing_delay,
         }
 
     def update(self, data: dict[str, Any], now: float) -> None:
@@ -148,6 +175,9 @@ _FLAT_KEYS = {
     "block_status": ("block", "status"),
     "block_seconds": ("block", "seconds"),
     "block_retry_after": ("block", "retry_after"),
+    "name_collapse": ("names", "collapse"),
+    "name_case": ("names", "case"),
+    "name_cut": ("names", "cut"),
 }
 
 
@@ -242,6 +272,31 @@ def _set_outage(f: Faults, value: Any, _now: float) -> None:
     f.outage = value
 
 
+def _set_names(f: Faults, value: Any, _now: float) -> None:
+    if value is None or value is False:
+        f.name_collapse, f.name_case, f.name_cut = False, None, None
+        return
+    if not isinstance(value, dict):
+        raise FaultError("names must be null or {collapse, case, cut}")
+    unknown = set(value) - {"collapse", "case", "cut"}
+    if unknown:
+        raise FaultError(f"unknown names keys: {', '.join(sorted(unknown))}")
+    collapse = value.get("collapse", False)
+    if not isinstance(collapse, bool):
+        raise FaultError("names.collapse must be true or false")
+    case = value.get("case")
+    if case is not None and case not in NAME_CASES:
+        raise FaultError(f"names.case must be null or one of {NAME_CASES}")
+    cut = value.get("cut")
+    f.name_collapse = collapse
+    f.name_case = case
+    f.name_cut = None if cut is None else int(_number(cut, "names.cut", 1, 100))
+
+
+def _set_listing_delay(f: Faults, value: Any, _now: float) -> None:
+    f.listing_delay = _number(value, "listing_delay", 0, 3600)
+
+
 _SETTERS = {
     "error_rate": _set_error_rate,
     "error_status": _set_error_status,
@@ -251,4 +306,6 @@ _SETTERS = {
     "latency": _set_latency,
     "late_create": _set_late_create,
     "outage": _set_outage,
+    "names": _set_names,
+    "listing_delay": _set_listing_delay,
 }

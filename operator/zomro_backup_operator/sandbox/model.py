@@ -76,6 +76,8 @@ class Schedule:
     days: tuple[int, ...]
     time: str
     create_date: str
+    listed_from: float = 0.0
+    """Sandbox-clock time from which listings show it (a listing delay after a create)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -262,6 +264,11 @@ class SandboxState:
             key=lambda s: int(s.id),
         )
 
+    def listed_schedules_of(self, instance_id: str) -> list[Schedule]:
+        """What a listing shows: new schedules only once their listing delay has passed."""
+        now = self.now()
+        return [s for s in self.schedules_of(instance_id) if s.listed_from <= now]
+
     def owned_schedule(self, username: str, schedule_id: str) -> Schedule | None:
         schedule = self.schedules.get(schedule_id)
         if schedule is None or self.owned_instance(username, schedule.instance_id) is None:
@@ -269,7 +276,13 @@ class SandboxState:
         return schedule
 
     def add_schedule(
-        self, instance_id: str, name: str, days: Iterable[int], time_: str
+        self,
+        instance_id: str,
+        name: str,
+        days: Iterable[int],
+        time_: str,
+        *,
+        listing_delay: float = 0.0,
     ) -> Schedule:
         schedule = Schedule(
             id=str(self.next_schedule_id),
@@ -278,6 +291,7 @@ class SandboxState:
             days=tuple(sorted(set(days))),
             time=time_,
             create_date=self.today(),
+            listed_from=self.now() + listing_delay,
         )
         self.next_schedule_id += 1
         self.schedules[schedule.id] = schedule

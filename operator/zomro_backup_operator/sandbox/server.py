@@ -60,7 +60,7 @@ class Sandbox:
         self.state = SandboxState(self.config, clock=clock, state_file=state_file)
         self.faults = Faults()
         self.faults.update(self.config.faults, self.state.now())
-        self.api = Api(self.state)
+        self.api = Api(self.state, self.faults)
         self._in_process: set[str] = set()
 
     def __repr__(self) -> str:
