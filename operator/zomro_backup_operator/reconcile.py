@@ -193,6 +193,7 @@ class Remote:
         return await self.slot.schedules(
             lambda: self.zomro.list_schedules(instance_id),
             max_age=self.max_age if max_age is None else max_age,
+            clock=self.clock,
         )
 
     def owner_of(self, instance_id: str) -> Callable[[str], str | None]:

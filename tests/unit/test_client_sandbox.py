@@ -10,6 +10,7 @@ import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     AmbiguousResultError,
     AuthenticationError,
+    CreatedNotListedError,
     InvalidValueError,
     NotFoundError,
     OperationInProgressError,
@@ -291,6 +293,35 @@ async def test_create_that_cannot_tell_its_schedule_from_an_identical_one_is_amb
     assert twin.id in caught.value.candidate_ids
     assert len(caught.value.candidate_ids) == 2
     assert len(schedules_held(sb)) == 2
+
+
+@pytest.mark.parametrize(
+    ("names", "sent", "stored"),
+    [
+        ({}, " nightly ", "nightly"),
+        ({"collapse": True}, "nightly  run", "nightly run"),
+        ({"case": "upper"}, "nightly", "NIGHTLY"),
+        ({"cut": 7}, "nightly run", "nightly"),
+    ],
+)
+async def test_create_finds_its_schedule_whatever_zomro_did_to_the_name(
+    client: ZomroClient, sb: RunningSandbox, names: dict[str, Any], sent: str, stored: str
+) -> None:
+    sb.set_faults(names=names)
+    sb.state.add_schedule(INSTANCE, stored, (0,), "05:00")  # same name, other days: not it
+    await client.list_schedules(INSTANCE)
+    created = await client.create_schedule(INSTANCE, replace(NIGHTLY, name=sent))
+    assert (created.name, created.days, created.time) == (stored, NIGHTLY.days, NIGHTLY.time)
+    assert len(schedules_held(sb)) == 2
+
+
+async def test_a_create_zomro_lists_late_is_known_to_be_made(
+    client: ZomroClient, sb: RunningSandbox
+) -> None:
+    sb.set_faults(listing_delay=30)
+    with pytest.raises(CreatedNotListedError):
+        await client.create_schedule(INSTANCE, NIGHTLY)
+    assert len(schedules_held(sb)) == 1
 
 
 # --- refusals -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 import pytest
 from fake_zomro import FakeZomro
 
+from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import (
     Action,
     AdoptionError,
@@ -18,7 +19,6 @@ from zomro_backup_operator.reconcile import (
     ensure,
     remove,
 )
-from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot, Recent
 from zomro_backup_operator.zomro.errors import AccessDeniedError, UnknownOutcomeError
@@ -170,7 +170,10 @@ async def test_an_unknown_create_outcome_heals_on_the_next_attempt_without_a_dup
     world.zomro.after_create = None
 
     outcome = await ensure(
-        desired(), Observed(pending=legacy_pending("MySchedule")), world.remote(), world.record_pending
+        desired(),
+        Observed(pending=legacy_pending("MySchedule")),
+        world.remote(),
+        world.record_pending,
     )
 
     assert outcome.action is Action.ADOPTED

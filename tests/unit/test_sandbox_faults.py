@@ -440,4 +440,5 @@ async def test_invalid_name_modes_and_listing_delays_are_refused(
 ) -> None:
     answer = await control(http, sb, "PATCH", "/faults", bad)
     assert answer.status_code == 400
-    assert sb.faults.name_case is None and sb.faults.listing_delay == 0
+    assert sb.faults.name_case is None
+    assert sb.faults.listing_delay == 0
