@@ -23,7 +23,13 @@ from zomro_backup_operator.zomro.errors import (
     UnknownOutcomeError,
     ZomroError,
 )
-from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec, numeric_order
+from zomro_backup_operator.zomro.models import (
+    Instance,
+    Schedule,
+    ScheduleSpec,
+    may_be_stored_as,
+    numeric_order,
+)
 
 PENDING_MAX_AGE = 1.0
 """Seconds a listing may be old while a create of ours waits to be listed: fresh, but shared."""
@@ -119,7 +125,8 @@ def plan(
     if observed.schedule_id is not None:
         row = by_id.get(observed.schedule_id)
         if row is not None:
-            return Plan(Step.KEEP if row.matches(desired.schedule) else Step.UPDATE, row)
+            keep = row.matches(desired.schedule) or _as_zomro_writes_it(row, desired, observed)
+            return Plan(Step.KEEP if keep else Step.UPDATE, row)
     elif desired.adopt_id is not None:
         row = by_id.get(desired.adopt_id)
         if row is None:
@@ -156,6 +163,19 @@ def plan(
         if remaining > 0:
             return Plan(Step.WAIT, recreate=recreate, wait=remaining)
     return Plan(Step.CREATE, recreate=recreate)
+
+
+def _as_zomro_writes_it(row: Schedule, desired: Desired, observed: Observed) -> bool:
+    """True when Zomro holds our unchanged spec with the name in the form Zomro gives it (case
+    changed, cut short, ...): writing it again would change nothing. The name must be the one
+    we last wrote or last saw, so a change behind our back is still put right."""
+    spec = desired.schedule
+    return (
+        (row.days, row.time) == (spec.days, spec.time)
+        and observed.observed_generation == desired.generation
+        and observed.schedule_name in (row.name, spec.name)
+        and may_be_stored_as(spec.name, row.name)
+    )
 
 
 class Action(enum.Enum):

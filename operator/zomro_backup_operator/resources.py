@@ -104,6 +104,8 @@ class Observed:
     pending: PendingCreate | None = None
     observed_generation: int | None = None
     ready_reason: str | None = None
+    schedule_name: str | None = None
+    """The name as Zomro last listed it (or as last written)."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> Observed:
@@ -119,4 +121,5 @@ class Observed:
             pending=PendingCreate.from_status(pending),
             observed_generation=int(generation) if generation is not None else None,
             ready_reason=ready.get("reason"),
+            schedule_name=status.get("scheduleName"),
         )

@@ -187,7 +187,11 @@ class Cluster:
             )
         except (ZomroError, CreatePendingError) as exc:
             return exc
-        self.status[want.key] = Observed(schedule_id=outcome.schedule.id)
+        self.status[want.key] = Observed(
+            schedule_id=outcome.schedule.id,
+            observed_generation=want.generation,
+            schedule_name=outcome.schedule.name,
+        )
         self.index[(INSTANCE, outcome.schedule.id)] = [want.key]
         return outcome
 
@@ -227,6 +231,10 @@ def creates_applied(sb: RunningSandbox) -> int:
     return sb.state.next_schedule_id - sb.state.config.first_schedule_id
 
 
+def writes_sent(sb: RunningSandbox) -> int:
+    return sum(1 for r in sb.state.requests if r.func == FUNC_SCHEDULE_EDIT)
+
+
 MODES: dict[str, tuple[dict[str, Any], str]] = {
     "trim": ({}, " Nightly "),
     "collapse": ({"names": {"collapse": True}}, "Nightly  run"),
@@ -251,14 +259,17 @@ async def test_one_resource_makes_exactly_one_schedule_in_every_mode(
     want = desired(schedule_name=name)
 
     await cluster.converge(process, want)
-    for _ in range(3):  # later handler runs and resyncs create nothing more
-        clock.advance(100.0)
-        await cluster.reconcile(process, want)
+    await cluster.reconcile(process, want)  # takes note of the name as Zomro keeps it
+    writes = writes_sent(sb)
+    for _ in range(3):  # later resyncs, each with a fresh listing, write nothing
+        clock.advance(400.0)
+        assert isinstance(await cluster.reconcile(process, want), Outcome)
 
     held = sb.state.schedules_of(INSTANCE)
     assert len(held) == 1, [s.name for s in held]
     assert cluster.status[want.key].schedule_id == held[0].id
     assert len(sb.state.schedules) == 1
+    assert writes_sent(sb) == writes
 
 
 async def test_an_accepted_create_is_never_sent_again_while_the_listing_lags(
@@ -358,3 +369,19 @@ async def test_deleting_a_resource_whose_accepted_create_is_not_listed_yet_waits
     assert removal is Removal.DELETED
     assert schedule_id is not None
     assert not sb.state.schedules
+
+
+def held(listed: str, *, recorded: str | None, generation: int = 1) -> Step:
+    observed = Observed(schedule_id="14", observed_generation=generation, schedule_name=recorded)
+    return plan(desired(), observed, [row("14", listed)], lambda _: None).step
+
+
+def test_a_name_in_the_form_zomro_gives_it_is_not_rewritten_on_every_resync() -> None:
+    assert held("nightly", recorded="nightly") is Step.KEEP
+    assert held("nightly", recorded="Nightly") is Step.KEEP  # what we wrote, as Zomro keeps it
+
+
+def test_a_name_changed_behind_our_back_or_in_the_spec_is_still_written() -> None:
+    assert held("NIGHTLY", recorded="nightly") is Step.UPDATE
+    assert held("nightly", recorded="nightly", generation=0) is Step.UPDATE
+    assert held("Weekly", recorded="Weekly") is Step.UPDATE
