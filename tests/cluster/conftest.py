@@ -23,6 +23,7 @@ from harness import (
     PASSWORD,
     RESYNC_SECONDS,
     SANDBOX_CONFIG,
+    SETTLE_SECONDS,
     USERNAME,
     Cluster,
     OperatorProcess,
@@ -266,6 +267,7 @@ def operator(
             "ZOMRO_LOG_LEVEL": "DEBUG",
             "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
             "ZOMRO_TIMEOUT_SECONDS": "5",
+            "ZOMRO_CREATE_SETTLE_SECONDS": str(SETTLE_SECONDS),
         },
         tmp_path,
     )

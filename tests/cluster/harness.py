@@ -25,6 +25,8 @@ CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
 
 RESYNC_SECONDS = 3
 """The operator's drift period in these tests."""
+SETTLE_SECONDS = 8
+"""How long after a lost create answer the operator waits for its listing (above the timeout)."""
 USERNAME = "ops"
 PASSWORD = "pw-Very-Secret-9f3c"
 OTHER_USERNAME = "rival"

@@ -1,0 +1,137 @@
+"""The create protocol against the real API server, the sandbox and the real operator process:
+whatever Zomro does to a name, however late it lists a new schedule, through a SIGKILL and 30 %
+server errors, each resource ends with exactly one Zomro schedule (docs/design.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from harness import (
+    INSTANCE,
+    RESYNC_SECONDS,
+    SETTLE_SECONDS,
+    Cluster,
+    OperatorProcess,
+    list_bodies,
+    wait_all_ready,
+    wait_for,
+)
+
+from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
+
+DAYS = ["Monday", "Wednesday", "Friday"]
+MODES: dict[str, dict[str, Any]] = {
+    "collapse": {"names": {"collapse": True}},
+    "lower case": {"names": {"case": "lower"}},
+    "upper case": {"names": {"case": "upper"}},
+    "cut to 10": {"names": {"cut": 10}},
+    "listing delay": {"listing_delay": 2 * RESYNC_SECONDS},
+    "all at once": {"names": {"collapse": True, "case": "lower", "cut": 10}, "listing_delay": 4},
+}
+
+
+def lists_seen(control: SandboxControl) -> int:
+    return sum(1 for r in control.requests() if r["func"] == "instances.fleio_bckps.schedule")
+
+
+def assert_one_schedule_each(cluster: Cluster, control: SandboxControl, names: list[str]) -> None:
+    """Exactly one Zomro schedule per resource, recorded in its status, with its days and time,
+    and nothing else on the instance."""
+    held = {str(row["id"]): row for row in control.schedules(INSTANCE)}
+    bodies = list_bodies(cluster)
+    ids = [bodies[name]["status"]["scheduleId"] for name in names]
+    assert sorted(ids) == sorted(held), f"status ids {ids}, Zomro holds {sorted(held)}"
+    for name, ident in zip(names, ids, strict=True):
+        spec = bodies[name]["spec"]
+        assert held[ident]["time"] == spec["time"], name
+        assert sorted(held[ident]["day_names"]) == sorted(spec["days"]), name
+
+
+def settle_through_resyncs(control: SandboxControl) -> None:
+    """Let a few drift periods pass (seen as listings at Zomro), so a late duplicate would show."""
+    seen = lists_seen(control)
+    wait_for("three more listings", lambda: lists_seen(control) >= seen + 3, timeout=60)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_names_zomro_changes_and_late_listings_still_give_exactly_one_schedule_each(
+    mode: str, cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    control = sandbox.control
+    control.set_faults(**MODES[mode])
+    # One day and time for all, and names alike up to their last word: the hardest to tell apart.
+    names = [f"r{n}" for n in range(4)]
+    for n, name in enumerate(names):
+        cluster.create(name, schedule_name=f"Nightly Run {n}", days=DAYS, time="03:30")
+
+    wait_all_ready(cluster, names, timeout=120)
+    settle_through_resyncs(control)
+
+    assert_one_schedule_each(cluster, control, names)
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["accepted", "answer lost"])
+def test_a_sigkill_while_a_create_waits_for_its_listing_leaves_exactly_one_schedule(
+    lost: bool, cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    control = sandbox.control
+    if lost:  # applied, the connection dropped, listed only within the settle window
+        control.set_faults(late_create={"drop": True, "count": 1}, listing_delay=SETTLE_SECONDS / 2)
+    else:  # accepted, and listed only long after the settle window
+        control.set_faults(listing_delay=4 * SETTLE_SECONDS, names={"case": "upper"})
+    cluster.create("nightly", schedule_name="Nightly")
+    wait_for("Zomro to hold the schedule", lambda: control.schedules(INSTANCE), timeout=30)
+
+    def recorded() -> dict[str, Any] | None:
+        pending = ((cluster.get("nightly") or {}).get("status") or {}).get("pendingCreate")
+        return pending if pending and pending.get("acknowledged") is not lost else None
+
+    wait_for("the create recorded in status", recorded, timeout=30)
+    operator.kill()
+    operator.start()
+
+    cluster.wait_ready("nightly", timeout=60 + 4 * SETTLE_SECONDS)
+    settle_through_resyncs(control)
+    assert_one_schedule_each(cluster, control, ["nightly"])
+
+
+def test_thirty_percent_server_errors_with_changed_names_and_late_listings_give_one_each(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    control = sandbox.control
+    control.set_faults(error_rate=0.3, names={"case": "lower"}, listing_delay=3)
+    names = [f"e{n}" for n in range(8)]
+    for n, name in enumerate(names):
+        cluster.create(name, schedule_name=f"Nightly Run {n}", days=DAYS, time="03:30")
+
+    wait_all_ready(cluster, names, timeout=180)
+    control.set_faults(error_rate=0.0)
+    settle_through_resyncs(control)
+
+    assert any(r["outcome"].startswith("http:5") for r in control.requests())
+    assert_one_schedule_each(cluster, control, names)
+
+
+def test_names_zomro_would_change_are_refused_at_admission(cluster: Cluster, kubectl: Any) -> None:
+    for bad in [" Nightly", "Nightly ", "Nightly  Run", "Nightly\\tRun", "Nightly\\u00a0Run"]:
+        manifest = (
+            '{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
+            '"metadata": {"name": "bad"}, "spec": {"instanceId": "1", "days": ["Monday"], '
+            f'"time": "02:00", "scheduleName": "{bad}"}}}}'
+        )
+        result = kubectl("apply", "-n", cluster.namespace, "-f", "-", input=manifest, check=False)
+        assert result.returncode != 0, bad
+        assert "spec.scheduleName" in result.stderr, result.stderr
+    ok = kubectl(
+        "apply",
+        "-n",
+        cluster.namespace,
+        "-f",
+        "-",
+        input='{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
+        '"metadata": {"name": "good"}, "spec": {"instanceId": "1", "days": ["Monday"], '
+        '"time": "02:00", "scheduleName": "Nightly run \\u00e9t\\u00e9"}}',
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
