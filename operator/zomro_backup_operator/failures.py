@@ -19,6 +19,8 @@ from zomro_backup_operator.zomro import errors as z
 
 TRANSIENT_BACKOFF = (5.0, 120.0)
 """(first, cap) seconds for failures that heal by themselves: Zomro down, throttled, busy."""
+CREATING_BACKOFF = (2.0, 30.0)
+"""(first, cap) seconds between looks for a create of ours in the listing: one cheap list each."""
 NEEDS_PERSON_BACKOFF = (30.0, 900.0)
 """(first, cap) seconds for failures a person must fix: credentials, unknown instance, conflict."""
 
@@ -51,7 +53,7 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, CredentialsError):
         return Failure("CredentialsNotFound", str(exc), backoff=NEEDS_PERSON_BACKOFF)
     if isinstance(exc, CreatePendingError):  # heals by itself: look again soon
-        return Failure(exc.reason, str(exc), retry_after=exc.retry_after)
+        return Failure(exc.reason, str(exc), retry_after=exc.retry_after, backoff=CREATING_BACKOFF)
     if isinstance(exc, ReconcileError):
         return Failure(exc.reason, str(exc), backoff=NEEDS_PERSON_BACKOFF)
     if isinstance(exc, z.InvalidValueError):

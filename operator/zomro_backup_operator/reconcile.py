@@ -258,6 +258,9 @@ async def ensure(
     except ZomroError as exc:
         if not isinstance(exc, UnknownOutcomeError):
             await record_pending(None)  # refused: nothing was made
+        else:  # nothing can be decided before the settle window ends: look again then
+            remaining = step.pending.settles_in(remote.clock(), remote.settle)
+            exc.retry_after = max(exc.retry_after or 0.0, remaining)
         raise
     if observed.schedule_id is not None:
         remote.claims.release(desired.instance_id, observed.schedule_id, desired.key)

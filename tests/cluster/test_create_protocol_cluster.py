@@ -22,9 +22,9 @@ from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
 
 DAYS = ["Monday", "Wednesday", "Friday"]
 MODES: dict[str, dict[str, Any]] = {
-    "collapse": {"names": {"collapse": True}},
+    # Admission already refuses what trimming or collapsing would change; upper case is tested
+    # in the SIGKILL test below, and every mode in tests/unit/test_create_protocol.py.
     "lower case": {"names": {"case": "lower"}},
-    "upper case": {"names": {"case": "upper"}},
     "cut to 10": {"names": {"cut": 10}},
     "listing delay": {"listing_delay": 2 * RESYNC_SECONDS},
     "all at once": {"names": {"collapse": True, "case": "lower", "cut": 10}, "listing_delay": 4},

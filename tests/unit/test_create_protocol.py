@@ -325,7 +325,9 @@ async def test_a_create_refused_with_a_server_error_is_sent_again_only_after_the
     cluster = Cluster(clock)
     want = desired()
 
-    assert isinstance(await cluster.reconcile(process, want), ZomroError)
+    lost = await cluster.reconcile(process, want)
+    assert isinstance(lost, ZomroError)
+    assert lost.retry_after == SETTLE  # the next look is due when the window ends, not sooner
     sb.set_faults(error_rate=0.0)
     clock.advance(SETTLE - 1)
     assert isinstance(await cluster.reconcile(process, want), CreatePendingError)
