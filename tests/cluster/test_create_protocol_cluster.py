@@ -79,7 +79,7 @@ def test_a_sigkill_while_a_create_waits_for_its_listing_leaves_exactly_one_sched
     if lost:  # applied, the connection dropped, listed only within the settle window
         control.set_faults(late_create={"drop": True, "count": 1}, listing_delay=SETTLE_SECONDS / 2)
     else:  # accepted, and listed only long after the settle window
-        control.set_faults(listing_delay=4 * SETTLE_SECONDS, names={"case": "upper"})
+        control.set_faults(listing_delay=2 * SETTLE_SECONDS, names={"case": "upper"})
     cluster.create("nightly", schedule_name="Nightly")
     wait_for("Zomro to hold the schedule", lambda: control.schedules(INSTANCE), timeout=30)
 
@@ -91,7 +91,7 @@ def test_a_sigkill_while_a_create_waits_for_its_listing_leaves_exactly_one_sched
     operator.kill()
     operator.start()
 
-    cluster.wait_ready("nightly", timeout=60 + 4 * SETTLE_SECONDS)
+    cluster.wait_ready("nightly", timeout=60 + 2 * SETTLE_SECONDS)
     settle_through_resyncs(control)
     assert_one_schedule_each(cluster, control, ["nightly"])
 
