@@ -189,6 +189,15 @@ def _number(value: Any, name: str, low: float, high: float | None = None) -> flo
     return float(value)
 
 
+def _check_group(value: Any, name: str, keys: tuple[str, ...], forms: str) -> None:
+    """A fault given as an object may hold only ``keys``; ``forms`` names the other forms."""
+    if not isinstance(value, dict):
+        raise FaultError(f"{name} must be {forms}{{{', '.join(keys)}}}")
+    unknown = set(value) - set(keys)
+    if unknown:
+        raise FaultError(f"unknown {name} keys: {', '.join(sorted(unknown))}")
+
+
 def _set_error_rate(f: Faults, value: Any, _now: float) -> None:
     f.error_rate = _number(value, "error_rate", 0, 1)
 
@@ -216,11 +225,7 @@ def _set_block(f: Faults, value: Any, now: float) -> None:
         return
     if isinstance(value, int) and not isinstance(value, bool):
         value = {"status": value}
-    if not isinstance(value, dict):
-        raise FaultError("block must be null, a status, or {status, seconds, retry_after}")
-    unknown = set(value) - {"status", "seconds", "retry_after"}
-    if unknown:
-        raise FaultError(f"unknown block keys: {', '.join(sorted(unknown))}")
+    _check_group(value, "block", ("status", "seconds", "retry_after"), "null, a status, or ")
     status = value.get("status", 460)
     if status not in BLOCK_STATUSES:
         raise FaultError(f"block status must be one of {BLOCK_STATUSES}")
@@ -243,11 +248,7 @@ def _set_late_create(f: Faults, value: Any, _now: float) -> None:
         return
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = {"seconds": value}
-    if not isinstance(value, dict):
-        raise FaultError("late_create must be null, seconds, or {seconds, drop, count}")
-    unknown = set(value) - {"seconds", "drop", "count"}
-    if unknown:
-        raise FaultError(f"unknown late_create keys: {', '.join(sorted(unknown))}")
+    _check_group(value, "late_create", ("seconds", "drop", "count"), "null, seconds, or ")
     drop = value.get("drop", False)
     if not isinstance(drop, bool):
         raise FaultError("late_create.drop must be true or false")
@@ -276,11 +277,7 @@ def _set_names(f: Faults, value: Any, _now: float) -> None:
     if value is None or value is False:
         f.name_collapse, f.name_case, f.name_cut = False, None, None
         return
-    if not isinstance(value, dict):
-        raise FaultError("names must be null or {collapse, case, cut}")
-    unknown = set(value) - {"collapse", "case", "cut"}
-    if unknown:
-        raise FaultError(f"unknown names keys: {', '.join(sorted(unknown))}")
+    _check_group(value, "names", ("collapse", "case", "cut"), "null or ")
     collapse = value.get("collapse", False)
     if not isinstance(collapse, bool):
         raise FaultError("names.collapse must be true or false")
