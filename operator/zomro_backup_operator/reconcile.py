@@ -124,6 +124,9 @@ def plan(
 
     if observed.schedule_id is not None:
         row = by_id.get(observed.schedule_id)
+        owner = taken(observed.schedule_id)
+        if owner is not None:  # status names a schedule another resource holds: never touch it
+            return Plan(Step.CONFLICT, row, owner=owner)
         if row is not None:
             keep = row.matches(desired.schedule) or _as_zomro_writes_it(row, desired, observed)
             return Plan(Step.KEEP if keep else Step.UPDATE, row)
@@ -216,8 +219,11 @@ class Remote:
             clock=self.clock,
         )
 
-    def owner_of(self, instance_id: str) -> Callable[[str], str | None]:
-        return lambda schedule_id: self.claims.owner(instance_id, schedule_id, self.indexed)
+    def owner_of(self, instance_id: str, besides: str) -> Callable[[str], str | None]:
+        """Who, other than ``besides``, claims a schedule of the instance."""
+        return lambda schedule_id: self.claims.owner(
+            instance_id, schedule_id, self.indexed, besides
+        )
 
 
 RecordPending = Callable[[PendingCreate | None], Awaitable[None]]
@@ -288,11 +294,12 @@ async def _ensure_locked(
         # A create of ours may have appeared since the last listing.
         max_age = min(PENDING_MAX_AGE, remote.max_age if max_age is None else max_age)
     rows = await remote.schedules(instance_id, max_age=max_age)
+    owner_of = remote.owner_of(instance_id, desired.key)
     decision = plan(
         desired,
         observed,
         rows,
-        remote.owner_of(instance_id),
+        owner_of,
         remote.slot.in_flight,
         accepted=remote.slot.accepted,
         now=remote.clock(),
@@ -303,6 +310,8 @@ async def _ensure_locked(
         what = (
             f"Zomro schedule {decision.row.id} ({decision.row.name!r})"
             if decision.row is not None
+            else f"Zomro schedule {observed.schedule_id}"
+            if observed.schedule_id is not None and decision.owner == owner_of(observed.schedule_id)
             else f"a Zomro schedule named {desired.schedule.name!r}"
         )
         raise ConflictError(
@@ -416,10 +425,10 @@ async def _remove_locked(
     if schedule_id is None and pending is not None:
         # A create was sent but never recorded: find what it made, if anything.
         rows = await remote.schedules(instance_id, max_age=0.0)
-        owner_of = remote.owner_of(instance_id)
+        owner_of = remote.owner_of(instance_id, desired.key)
 
         def free(row_id: str) -> bool:
-            return owner_of(row_id) in (None, desired.key)
+            return owner_of(row_id) is None
 
         exact = sorted(
             (row for row in rows if row.name == pending.name and free(row.id)),
@@ -434,6 +443,12 @@ async def _remove_locked(
                 raise CreatePendingError(_waiting(desired, pending, wait), retry_after=wait)
     if schedule_id is None:
         return Removal.NOTHING, None
+    owner = remote.owner_of(instance_id, desired.key)(schedule_id)
+    if owner is not None:
+        raise ConflictError(
+            f"status names Zomro schedule {schedule_id} on instance {instance_id}, which "
+            f"BackupSchedule {owner} manages; it is not deleted"
+        )
 
     try:
         await remote.zomro.delete_schedule(instance_id, schedule_id)

@@ -30,12 +30,21 @@ class Claims:
         self._local: dict[ClaimKey, str | None] = {}
 
     def owner(
-        self, instance_id: str, schedule_id: str, indexed: Mapping[ClaimKey, Iterable[str]]
+        self,
+        instance_id: str,
+        schedule_id: str,
+        indexed: Mapping[ClaimKey, Iterable[str]],
+        besides: str | None = None,
     ) -> str | None:
+        """The resource that owns the schedule; with ``besides``, one other than that resource.
+
+        A claim made in this process wins; else every status naming the id counts, so a
+        resource whose status was set to another's id sees that other one as the owner."""
         key = (instance_id, schedule_id)
         if key in self._local:
-            return self._local[key]
-        return next(iter(sorted(indexed.get(key, ()))), None)
+            local = self._local[key]
+            return None if local == besides else local
+        return next((o for o in sorted(indexed.get(key, ())) if o != besides), None)
 
     def claim(self, instance_id: str, schedule_id: str, owner: str) -> None:
         self._local[(instance_id, schedule_id)] = owner

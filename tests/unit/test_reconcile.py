@@ -384,3 +384,23 @@ def test_the_record_of_finished_deletions_is_bounded_and_forgets_the_oldest() ->
     assert "a" not in recent
     assert "b" in recent
     assert "c" in recent
+
+
+@pytest.mark.parametrize("forger_sorts_first", [True, False])
+async def test_a_status_naming_another_resources_schedule_is_a_conflict_and_writes_nothing(
+    world: World, forger_sorts_first: bool
+) -> None:
+    # Someone set this resource's status.scheduleId to the id another resource holds.
+    theirs = world.zomro.add(INSTANCE, spec(name="Theirs", time="05:05"))
+    me, other = ("team/a", "team/z") if forger_sorts_first else ("team/z", "team/a")
+    world.index[(INSTANCE, theirs.id)] = sorted([me, other])
+    forged = Observed(schedule_id=theirs.id)
+
+    with pytest.raises(ConflictError, match=other):
+        await ensure(desired(me.split("/")[1]), forged, world.remote(), world.record_pending)
+    with pytest.raises(ConflictError, match=other):
+        await remove(desired(me.split("/")[1]), forged, world.claims, _connect(world))
+
+    assert world.zomro.schedules[theirs.id] == theirs
+    assert "update_schedule" not in world.zomro.calls
+    assert "delete_schedule" not in world.zomro.calls
