@@ -15,7 +15,7 @@ from typing import Protocol
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot
 from zomro_backup_operator.zomro.errors import AccessDeniedError
-from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec
+from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec, is_object_id
 
 
 class ZomroApi(Protocol):
@@ -114,7 +114,7 @@ def plan(
 
 
 def _numeric(value: str) -> int:
-    return int(value) if value.isdigit() else -1
+    return int(value) if is_object_id(value) else -1
 
 
 class Action(enum.Enum):

@@ -59,7 +59,11 @@ def _non_default_values(watched: list[str]) -> dict[str, Any]:
         "fullnameOverride": "zbo",
         "watch": {"namespaces": watched},
         "credentials": {"create": True, "username": "ops", "password": "pw-not-logged-1"},
-        "zomro": {"apiUrl": "http://zomro.internal:8808/", "resyncSeconds": 60},
+        "zomro": {
+            "apiUrl": "http://zomro.internal:8808/",
+            "allowInsecureHttp": True,
+            "resyncSeconds": 60,
+        },
         "logging": {"format": "text", "level": "DEBUG"},
         "metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"team": "ops"}}},
         "serviceAccount": {"name": "zbo-runner", "annotations": {"example.com/owner": "ops"}},
@@ -216,6 +220,7 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         assert env["ZOMRO_LOG_FORMAT"] == "text"
         assert env["ZOMRO_LOG_LEVEL"] == "DEBUG"
         assert env["ZOMRO_RESYNC_SECONDS"] == "60"
+        assert env["ZOMRO_ALLOW_INSECURE_HTTP"] == "true"
         assert env["ZOMRO_METRICS_PORT"] == "9100"
         assert env["TZ"] == "UTC"
         assert pod["serviceAccountName"] == "zbo-runner"
