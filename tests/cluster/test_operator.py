@@ -359,19 +359,28 @@ def test_no_secret_reaches_logs_events_or_status(
 
 
 def test_the_api_server_refuses_bad_specs_naming_the_field(cluster: Cluster, kubectl: Any) -> None:
-    cases = {
-        "time": '{"instanceId": "1", "days": ["Monday"], "time": "25:00"}',
-        "days": '{"instanceId": "1", "days": ["Funday"], "time": "02:00"}',
-        "instanceId": '{"instanceId": "abc", "days": ["Monday"], "time": "02:00"}',
-        "scheduleName": '{"instanceId": "1", "days": ["Monday"], "time": "02:00", '
-        '"scheduleName": "' + "x" * 61 + '"}',
-        "deletionPolicy": '{"instanceId": "1", "days": ["Monday"], "time": "02:00", '
-        '"deletionPolicy": "Keep"}',
-    }
-    for field, spec in cases.items():
+    cases = [
+        ("time", '{"instanceId": "1", "days": ["Monday"], "time": "25:00"}'),
+        ("days", '{"instanceId": "1", "days": ["Funday"], "time": "02:00"}'),
+        ("instanceId", '{"instanceId": "abc", "days": ["Monday"], "time": "02:00"}'),
+        # A leading zero would make a second claim key for one instance; "²" passes isdigit().
+        ("instanceId", '{"instanceId": "05203773", "days": ["Monday"], "time": "02:00"}'),
+        ("instanceId", '{"instanceId": "52\u00b2", "days": ["Monday"], "time": "02:00"}'),
+        ("instanceId", '{"instanceId": "' + "1" * 21 + '", "days": ["Monday"], "time": "02:00"}'),
+        (
+            "scheduleName",
+            '{"instanceId": "1", "days": ["Monday"], "time": "02:00", '
+            '"scheduleName": "' + "x" * 61 + '"}',
+        ),
+        (
+            "deletionPolicy",
+            '{"instanceId": "1", "days": ["Monday"], "time": "02:00", "deletionPolicy": "Keep"}',
+        ),
+    ]
+    for number, (field, spec) in enumerate(cases):
         manifest = (
             '{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
-            f'"metadata": {{"name": "bad-{field.lower()}"}}, "spec": {spec}}}'
+            f'"metadata": {{"name": "bad-{number}"}}, "spec": {spec}}}'
         )
         result = kubectl("apply", "-n", cluster.namespace, "-f", "-", input=manifest, check=False)
         assert result.returncode != 0, field

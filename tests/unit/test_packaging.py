@@ -222,6 +222,37 @@ def test_deploy_rbac_has_no_wildcards_and_secrets_get_only() -> None:
     }
 
 
+def test_deploy_rbac_grants_no_verb_kopf_never_uses() -> None:
+    # kopf patches (never PUTs) and creates core/v1 Events; it never touches events.k8s.io.
+    role = _deploy_objects()["ClusterRole/zomro-backup-operator"]
+    verbs = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert verbs[("zomro.com", "backupschedules")] == {"get", "list", "watch", "patch"}
+    assert verbs[("zomro.com", "backupschedules/status")] == {"get", "patch"}
+    assert verbs[("", "events")] == {"create"}
+    assert not [key for key in verbs if key[0] == "events.k8s.io"]
+
+
+def test_deploy_tenant_roles_aggregate_backupschedules_but_never_their_status() -> None:
+    objects = _deploy_objects()
+    view = objects["ClusterRole/zomro-backup-operator-view"]
+    edit = objects["ClusterRole/zomro-backup-operator-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    for label in ("aggregate-to-edit", "aggregate-to-admin"):
+        assert edit["metadata"]["labels"][f"rbac.authorization.k8s.io/{label}"] == "true"
+    for role in (view, edit):
+        resources = {res for rule in role["rules"] for res in rule["resources"]}
+        assert resources == {"backupschedules"}
+    assert {verb for rule in view["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
+    assert {"create", "update", "patch", "delete"} <= {
+        verb for rule in edit["rules"] for verb in rule["verbs"]
+    }
+
+
 def test_deploy_deployment_is_single_recreate_hardened_and_probed_where_it_serves() -> None:
     deployment = _deploy_objects()["Deployment/zomro-backup-operator"]
     spec = deployment["spec"]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
+import yaml
 
 from zomro_backup_operator.credentials import CredentialsError, CredentialStore, parse_secret
 from zomro_backup_operator.resources import Desired, InvalidSpecError, InvalidStatusError, Observed
 from zomro_backup_operator.settings import SecretRef, Settings, SettingsError
-from zomro_backup_operator.zomro.models import Weekday
+from zomro_backup_operator.zomro.models import ID_PATTERN, Weekday
+
+REPO = Path(__file__).resolve().parents[2]
 
 SPEC = {"instanceId": "5203773", "days": ["Monday", "Friday"], "time": "02:01"}
 
@@ -231,3 +235,9 @@ def test_plain_http_elsewhere_is_accepted_when_explicitly_allowed() -> None:
     assert Settings.from_env(env).api_url == "http://zomro-sandbox:8808/"
     with pytest.raises(SettingsError, match="ZOMRO_ALLOW_INSECURE_HTTP must be true or false"):
         Settings.from_env({**env, "ZOMRO_ALLOW_INSECURE_HTTP": "yes"})
+
+
+def test_the_crd_and_the_operator_agree_on_what_an_instance_id_is() -> None:
+    crd = yaml.safe_load((REPO / "crds" / "backupschedules.zomro.com.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["instanceId"]["pattern"] == ID_PATTERN
