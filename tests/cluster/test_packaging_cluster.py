@@ -371,6 +371,7 @@ def test_helm_install_prints_the_notes_and_uninstall_removes_the_release(
         notes = installed.stdout
         assert f"Watching: namespaces {namespace}." in notes
         assert f"Default credentials: Secret {namespace}/zomro-credentials" in notes
+        assert f"names no Secret of its own, in namespaces {namespace}," in " ".join(notes.split())
         assert f"{release}-zomro-backup-operator-metrics.{namespace}.svc:9090/metrics" in notes
         kubectl("get", "-n", namespace, f"deployment/{release}-zomro-backup-operator")
         kubectl("get", "crd", "backupschedules.zomro.com")
@@ -378,3 +379,21 @@ def test_helm_install_prints_the_notes_and_uninstall_removes_the_release(
         helm("uninstall", release, "-n", namespace)
     gone = kubectl("get", "clusterrole", f"{release}-zomro-backup-operator", check=False)
     assert gone.returncode != 0
+
+
+def test_helm_notes_warn_when_default_credentials_serve_every_namespace(
+    helm: Helm, namespace: str
+) -> None:
+    notes = helm(
+        "install",
+        f"zbo-{uuid.uuid4().hex[:6]}",
+        str(CHART),
+        "-n",
+        namespace,
+        "--dry-run=client",
+        "--set",
+        "credentials.existingSecret=zomro-credentials",
+    ).stdout
+    text = " ".join(notes.split())
+    assert "WARNING: every BackupSchedule that names no Secret of its own, in ANY namespace" in text
+    assert "For production, list the namespaces" in text
