@@ -67,6 +67,7 @@ def _non_default_values(watched: list[str]) -> dict[str, Any]:
         "logging": {"format": "text", "level": "DEBUG"},
         "metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"team": "ops"}}},
         "serviceAccount": {"name": "zbo-runner", "annotations": {"example.com/owner": "ops"}},
+        "rbac": {"aggregateToTenantRoles": False},
         "commonAnnotations": {"argocd.argoproj.io/sync-wave": "-1"},
         "podLabels": {"team": "ops"},
         "extraEnv": [{"name": "TZ", "value": "UTC"}],
@@ -144,6 +145,8 @@ def test_default_chart_is_accepted_by_the_api_server_and_its_pod_is_restricted(
     kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
     assert kinds == [
         "ClusterRole/zomro-backup-operator",
+        "ClusterRole/zomro-backup-operator-edit",
+        "ClusterRole/zomro-backup-operator-view",
         "ClusterRoleBinding/zomro-backup-operator",
         "Deployment/zomro-backup-operator",
         "Service/zomro-backup-operator-metrics",
@@ -188,7 +191,8 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         # The CRD shipped in the chart is crds/ itself.
         (crd,) = by_kind["CustomResourceDefinition"]
         assert crd == yaml.safe_load(CRD_FILE.read_text())
-        # A Role per watched namespace, the credentials Role outside them, a small ClusterRole.
+        # A Role per watched namespace, the credentials Role outside them, a small ClusterRole
+        # (and no tenant roles: aggregateToTenantRoles is off).
         roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind["Role"]}
         assert roles == {(watched[0], "zbo"), (watched[1], "zbo"), (namespace, "zbo-credentials")}
         (cluster_role,) = by_kind["ClusterRole"]
@@ -332,6 +336,8 @@ def test_kustomize_base_is_accepted_by_the_api_server_and_its_pod_is_restricted(
     docs = _docs(rendered)
     assert sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs) == [
         "ClusterRole/zomro-backup-operator",
+        "ClusterRole/zomro-backup-operator-edit",
+        "ClusterRole/zomro-backup-operator-view",
         "ClusterRoleBinding/zomro-backup-operator",
         "CustomResourceDefinition/backupschedules.zomro.com",
         "Deployment/zomro-backup-operator",
