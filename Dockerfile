@@ -8,7 +8,7 @@
 #   docker buildx imagetools inspect python:3.11-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:fe556eaffd0d96abd8685b83bb8a69addd0dc730fa193669a7df0d49ddcfac02
 
-# ---- builder: turns pyproject.toml's dependencies and the project into wheels --------------------
+# ---- builder: turns the locked dependencies and the project into wheels -------------------------
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -16,15 +16,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change, not on
-# every source edit. The requirements are exactly [project].dependencies.
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > requirements.txt \
-    && pip wheel --no-cache-dir --wheel-dir /wheels/deps --requirement requirements.txt \
-    && cp requirements.txt /wheels/deps/requirements.txt
+# Dependencies first, from the lock alone: this layer is rebuilt only when they change, not on every
+# source edit. requirements.lock (`make lock`) pins [project].dependencies and all they need, each
+# with its hashes: pip refuses a file whose hash is not listed, and takes published wheels only, so
+# the image holds exactly the bytes that were locked, whatever the index serves today.
+COPY requirements.lock ./
+RUN pip wheel --no-cache-dir --require-hashes --only-binary=:all: --wheel-dir /wheels/deps --requirement requirements.lock \
+    && cp requirements.lock /wheels/deps/requirements.lock
 
 # Then the project itself, without its dependencies (they are above).
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY operator/ operator/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels/app .
 
@@ -44,9 +45,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
 
 # Installed as root into the interpreter's site-packages (owned by root, read-only to the operator's
-# user); --no-index proves the wheels from the builder are all that is installed.
+# user); --no-index proves the wheels from the builder are all that is installed, and
+# --require-hashes checks each against the lock once more.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels/deps --requirement /wheels/deps/requirements.txt
+    pip install --no-cache-dir --no-index --require-hashes --find-links=/wheels/deps --requirement /wheels/deps/requirements.lock
 # A layer of its own, so that a source change leaves the dependency layer above cached.
 # hadolint ignore=DL3059
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \

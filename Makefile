@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit test chaos bench demo demo-down sync-crds control-plane-up control-plane-down binaries clean
+.PHONY: help venv lint format typecheck unit test chaos bench demo demo-down sync-crds lock control-plane-up control-plane-down binaries clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -52,6 +52,11 @@ demo-down: ## stop a demo left running with KEEP=1
 
 sync-crds: ## copy crds/ into the Helm chart and deploy/ (crds/ is the single source)
 	hack/sync-crds
+
+UV_VERSION ?= 0.9.30
+lock: $(STAMP) ## re-pin the image's dependencies with hashes (requirements.lock) from pyproject.toml
+	$(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	$(PY) hack/lock
 
 BENCH_ARGS ?= --resources 200 --instances 20 --resync 20 --rps 10 --json bench.json
 bench: $(STAMP) binaries ## the benchmark (docs/performance.md); prints a table, writes bench.json

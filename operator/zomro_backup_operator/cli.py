@@ -38,8 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--standalone", action="store_true", help="do not take part in peering (single replica)"
     )
 
-    sandbox = sub.add_parser("sandbox", help="serve an emulated Zomro API")
-    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="serve an emulated Zomro API (for tests and demos, not production)",
+        description=(
+            "Serve an emulated Zomro API, for tests and demos, not production: its /_sandbox/ "
+            "control endpoint has no authentication, so keep it on loopback."
+        ),
+    )
+    sandbox.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; anything else is warned about)",
+    )
     sandbox.add_argument("--port", type=int, default=8808)
     sandbox.add_argument(
         "--config",

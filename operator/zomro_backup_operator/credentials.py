@@ -43,7 +43,10 @@ def parse_secret(ref: SecretRef, data: Mapping[str, str]) -> Credentials:
         try:
             text = base64.b64decode(raw, validate=True).decode("utf-8").strip()
         except (binascii.Error, UnicodeDecodeError):
-            raise CredentialsError(f"Secret {ref}: key {key!r} is not valid base64 UTF-8") from None
+            text = None
+        if text is None:
+            # Raised outside the except block: a UnicodeDecodeError holds the secret's bytes.
+            raise CredentialsError(f"Secret {ref}: key {key!r} is not valid base64 UTF-8")
         return text or None
 
     username, password, token = value("username"), value("password"), value("token")
@@ -51,10 +54,8 @@ def parse_secret(ref: SecretRef, data: Mapping[str, str]) -> Credentials:
         return Credentials(username=username, password=password)
     if token:
         return Credentials(token=token)
-    raise CredentialsError(
-        f"Secret {ref} must hold keys 'username' and 'password', or 'token'"
-        f" (found: {', '.join(sorted(data)) or 'none'})"
-    )
+    # The keys it does hold are not named: the tenant may not be allowed to read the Secret.
+    raise CredentialsError(f"Secret {ref} must hold keys 'username' and 'password', or 'token'")
 
 
 class CredentialStore:

@@ -14,7 +14,7 @@ import kopf
 
 from zomro_backup_operator.credentials import CredentialsError
 from zomro_backup_operator.reconcile import CreatePendingError, ReconcileError
-from zomro_backup_operator.resources import InvalidSpecError
+from zomro_backup_operator.resources import InvalidSpecError, InvalidStatusError
 from zomro_backup_operator.zomro import errors as z
 
 TRANSIENT_BACKOFF = (5.0, 120.0)
@@ -50,6 +50,9 @@ def classify(exc: BaseException) -> Failure:
     """Name a failure for users. Messages come from our own error texts, which hold no secrets."""
     if isinstance(exc, InvalidSpecError):
         return Failure("InvalidSpec", str(exc), permanent=True)
+    if isinstance(exc, InvalidStatusError):
+        # Not permanent: once a person puts the status right, the next attempt proceeds.
+        return Failure("InvalidStatus", str(exc), backoff=NEEDS_PERSON_BACKOFF)
     if isinstance(exc, CredentialsError):
         return Failure("CredentialsNotFound", str(exc), backoff=NEEDS_PERSON_BACKOFF)
     if isinstance(exc, CreatePendingError):  # heals by itself: look again soon

@@ -13,6 +13,7 @@ from zomro_backup_operator.operations import Resource
 from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
 from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.state import ClaimKey
+from zomro_backup_operator.zomro.models import is_object_id
 
 
 def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
@@ -45,9 +46,10 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     def claims(
         spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **_: Any
     ) -> dict[ClaimKey, str]:
-        schedule_id = status.get("scheduleId")
-        instance_id = spec.get("instanceId")
-        if not schedule_id or not instance_id:
+        schedule_id = str(status.get("scheduleId") or "")
+        instance_id = str(spec.get("instanceId") or "")
+        # A malformed id claims nothing; the resource's own handlers report it.
+        if not is_object_id(schedule_id) or not is_object_id(instance_id):
             return {}
         return {(str(instance_id), str(schedule_id)): f"{namespace}/{name}"}
 

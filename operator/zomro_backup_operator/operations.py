@@ -15,7 +15,12 @@ from zomro_backup_operator import events, metrics, reconcile
 from zomro_backup_operator.failures import Failure, classify
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
-from zomro_backup_operator.resources import Desired, InvalidSpecError, Observed
+from zomro_backup_operator.resources import (
+    Desired,
+    InvalidSpecError,
+    InvalidStatusError,
+    Observed,
+)
 from zomro_backup_operator.runtime import Runtime
 from zomro_backup_operator.state import ClaimKey
 from zomro_backup_operator.status import Readiness, changes, iso, synced
@@ -43,13 +48,14 @@ class Resource:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    def desired(self) -> Desired:
+    def desired(self, *, deleting: bool = False) -> Desired:
         return Desired.from_resource(
             namespace=self.namespace,
             name=self.name,
             generation=self.generation,
             spec=self.spec,
             annotations=self.annotations,
+            deleting=deleting,
         )
 
     def observed(self) -> Observed:
@@ -82,7 +88,11 @@ async def ensure(rt: Runtime, res: Resource, retry: int) -> None:
 
 async def resync(rt: Runtime, res: Resource, *, deleting: bool) -> None:
     """The periodic drift check. Leaves resources that a handler has yet to finish alone."""
-    observed = res.observed()
+    try:
+        observed = res.observed()
+    except InvalidStatusError as exc:  # written behind our back since the last handler ran
+        _report_failure(rt, res, classify(exc))
+        return
     if (
         deleting
         or observed.schedule_id is None
@@ -109,9 +119,12 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
     """delete: remove (or orphan) the Zomro schedule; raise until Zomro has confirmed."""
     if res.uid in rt.deleted:
         return
-    observed = res.observed()
     try:
-        desired = res.desired()
+        observed = res.observed()
+    except InvalidStatusError as exc:
+        _fail(rt, res, exc, retry)
+    try:
+        desired = res.desired(deleting=True)
     except InvalidSpecError:
         if observed.schedule_id is None and observed.pending is None:
             return  # never reached Zomro: nothing to clean up

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from zomro_backup_operator.pending import PendingCreate
-from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
+from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday, is_object_id
 
 GROUP = "zomro.com"
 VERSION = "v1alpha1"
@@ -21,6 +21,28 @@ DeletionPolicy = Literal["Delete", "Orphan"]
 
 class InvalidSpecError(ValueError):
     """The spec cannot be turned into a schedule; the message names the field."""
+
+
+class InvalidStatusError(ValueError):
+    """The status holds what the operator never writes (someone else wrote it); the message names
+    the field. Nothing is sent to Zomro for such a resource until a person fixes it."""
+
+
+_SHOWN = 24
+"""At most this many characters of a value a user wrote are repeated in a message."""
+
+
+def _shown(value: str) -> str:
+    """A user's value, safe to repeat in status, Events and logs: bounded, one line."""
+    text = value if len(value) <= _SHOWN else value[: _SHOWN - 1] + "…"
+    return repr(text)
+
+
+def _object_id(value: object, *, field: str, error: type[ValueError]) -> str:
+    text = str(value)
+    if not is_object_id(text):
+        raise error(f"{field} must be 1-20 digits without a leading zero, got {_shown(text)}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -49,12 +71,16 @@ class Desired:
         generation: int,
         spec: Mapping[str, Any],
         annotations: Mapping[str, str],
+        deleting: bool = False,
     ) -> Desired:
         """Read a resource; the API server's schema already checked most of this, but not all
-        clusters run our schema version, so check again and name the field."""
-        instance_id = str(spec.get("instanceId", ""))
-        if not instance_id.isdigit():
-            raise InvalidSpecError(f"spec.instanceId must be digits, got {instance_id!r}")
+        clusters run our schema version, so check again and name the field.
+
+        ``deleting``: the adoption annotation is not read, so that a bad one cannot hold up the
+        deletion (it only matters before a schedule is ours)."""
+        instance_id = _object_id(
+            spec.get("instanceId", ""), field="spec.instanceId", error=InvalidSpecError
+        )
         try:
             days = frozenset(Weekday.from_name(str(day)) for day in spec.get("days") or [])
         except ValueError as exc:
@@ -77,10 +103,10 @@ class Desired:
                 raise InvalidSpecError(
                     f"spec.deletionPolicy must be Delete or Orphan, got {other!r}"
                 )
-        adopt_id = (annotations.get(ADOPT_ANNOTATION) or "").strip() or None
-        if adopt_id is not None and not adopt_id.isdigit():
-            raise InvalidSpecError(
-                f"annotation {ADOPT_ANNOTATION} must be digits, got {adopt_id!r}"
+        adopt_id = None if deleting else (annotations.get(ADOPT_ANNOTATION) or "").strip() or None
+        if adopt_id is not None:
+            adopt_id = _object_id(
+                adopt_id, field=f"annotation {ADOPT_ANNOTATION}", error=InvalidSpecError
             )
         secret = spec.get("credentialsSecretRef") or {}
         return cls(
@@ -115,8 +141,14 @@ class Observed:
             {},
         )
         generation = status.get("observedGeneration")
+        schedule_id = status.get("scheduleId")
         return cls(
-            schedule_id=str(status["scheduleId"]) if status.get("scheduleId") else None,
+            # Whoever can write status could put "14, 15" here, which Zomro reads as two ids.
+            schedule_id=(
+                _object_id(schedule_id, field="status.scheduleId", error=InvalidStatusError)
+                if schedule_id
+                else None
+            ),
             server_name=status.get("serverName"),
             pending=PendingCreate.from_status(pending),
             observed_generation=int(generation) if generation is not None else None,

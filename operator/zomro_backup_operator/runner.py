@@ -27,16 +27,7 @@ def run(
     except SettingsError as exc:
         print(f"zomro-backup-operator: {exc}", file=sys.stderr)
         return 2
-    kopf.configure(
-        debug=settings.log_level == "DEBUG",
-        verbose=settings.log_level in ("DEBUG", "INFO"),
-        quiet=settings.log_level in ("WARNING", "ERROR"),
-        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
-        log_prefix=None,  # "[namespace/name]" before text lines; JSON lines carry it as a field
-    )
-    logging.getLogger().setLevel(settings.log_level)
-    # httpx logs every request line at INFO; ours are logged by the client, secret-free, at DEBUG.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(settings)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
     metrics.serve(settings.metrics_port)
@@ -48,3 +39,19 @@ def run(
         liveness_endpoint=liveness,
     )
     return 0
+
+
+def configure_logging(settings: Settings) -> None:
+    """kopf's log format at the configured level, with the HTTP libraries kept quiet."""
+    kopf.configure(
+        debug=settings.log_level == "DEBUG",
+        verbose=settings.log_level in ("DEBUG", "INFO"),
+        quiet=settings.log_level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+        log_prefix=None,  # "[namespace/name]" before text lines; JSON lines carry it as a field
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    # httpx logs every request line at INFO, and httpcore every response header at DEBUG (a
+    # Set-Cookie session id among them). The client logs its own calls, secret-free, at DEBUG.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -44,7 +46,12 @@ class Settings:
         env = os.environ if env is None else env
         timeout = _number(env, "ZOMRO_TIMEOUT_SECONDS", 30.0, minimum=0.1)
         return cls(
-            api_url=_url(env, "ZOMRO_API_URL", DEFAULT_API_URL),
+            api_url=_url(
+                env,
+                "ZOMRO_API_URL",
+                DEFAULT_API_URL,
+                allow_http=_flag(env, "ZOMRO_ALLOW_INSECURE_HTTP"),
+            ),
             default_credentials=_secret_ref(env, "ZOMRO_CREDENTIALS_SECRET"),
             resync_seconds=_number(env, "ZOMRO_RESYNC_SECONDS", 300.0, minimum=1.0),
             max_requests_per_second=_number(
@@ -68,11 +75,37 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
+def _url(env: Mapping[str, str], name: str, default: str, *, allow_http: bool) -> str:
     value = _raw(env, name) or default
     if not value.startswith(("http://", "https://")):
         raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
+    if value.startswith("http://") and not allow_http and not _is_loopback(value):
+        # Plain HTTP would carry the password and the session id in the clear.
+        raise SettingsError(
+            f"{name} must use https:// unless its host is a loopback address, got {value!r}; "
+            "set ZOMRO_ALLOW_INSECURE_HTTP=true to allow plain http (e.g. a sandbox in the cluster)"
+        )
     return value
+
+
+def _is_loopback(url: str) -> bool:
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (_raw(env, name) or "false").lower()
+    if value not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
+    return value == "true"
 
 
 def _secret_ref(env: Mapping[str, str], name: str) -> SecretRef | None:

@@ -198,6 +198,34 @@ def test_a_second_resource_for_the_same_schedule_gets_a_conflict(
     assert len(remote(sandbox)) == 1
 
 
+def test_a_tampered_schedule_id_in_status_never_reaches_zomro(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    # Whoever can write status could name two schedules at once: Zomro joins elid with ", ".
+    cluster.create("victim", schedule_name="Victim")
+    victim = cluster.wait_ready("victim")["status"]["scheduleId"]
+    cluster.create("tenant", schedule_name="Tenant")
+    own = cluster.wait_ready("tenant")["status"]["scheduleId"]
+
+    cluster.custom.patch_namespaced_custom_object_status(
+        "zomro.com",
+        "v1alpha1",
+        cluster.namespace,
+        "backupschedules",
+        "tenant",
+        {"status": {"scheduleId": f"{victim}, {own}"}},
+    )
+
+    condition = cluster.wait_reason("tenant", "InvalidStatus", timeout=RESYNC_SECONDS * 3 + 30)
+    assert "status.scheduleId" in condition["message"]
+    # The status write came after both schedules were reconciled; the next look at the tenant
+    # refused the id, so neither schedule was changed or deleted.
+    assert {(str(s["id"]), s["name"]) for s in remote(sandbox)} == {
+        (victim, "Victim"),
+        (own, "Tenant"),
+    }
+
+
 def test_a_crash_between_zomros_create_and_the_status_write_heals_without_a_duplicate(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
@@ -359,19 +387,28 @@ def test_no_secret_reaches_logs_events_or_status(
 
 
 def test_the_api_server_refuses_bad_specs_naming_the_field(cluster: Cluster, kubectl: Any) -> None:
-    cases = {
-        "time": '{"instanceId": "1", "days": ["Monday"], "time": "25:00"}',
-        "days": '{"instanceId": "1", "days": ["Funday"], "time": "02:00"}',
-        "instanceId": '{"instanceId": "abc", "days": ["Monday"], "time": "02:00"}',
-        "scheduleName": '{"instanceId": "1", "days": ["Monday"], "time": "02:00", '
-        '"scheduleName": "' + "x" * 61 + '"}',
-        "deletionPolicy": '{"instanceId": "1", "days": ["Monday"], "time": "02:00", '
-        '"deletionPolicy": "Keep"}',
-    }
-    for field, spec in cases.items():
+    cases = [
+        ("time", '{"instanceId": "1", "days": ["Monday"], "time": "25:00"}'),
+        ("days", '{"instanceId": "1", "days": ["Funday"], "time": "02:00"}'),
+        ("instanceId", '{"instanceId": "abc", "days": ["Monday"], "time": "02:00"}'),
+        # A leading zero would make a second claim key for one instance; "²" passes isdigit().
+        ("instanceId", '{"instanceId": "05203773", "days": ["Monday"], "time": "02:00"}'),
+        ("instanceId", '{"instanceId": "52\u00b2", "days": ["Monday"], "time": "02:00"}'),
+        ("instanceId", '{"instanceId": "' + "1" * 21 + '", "days": ["Monday"], "time": "02:00"}'),
+        (
+            "scheduleName",
+            '{"instanceId": "1", "days": ["Monday"], "time": "02:00", '
+            '"scheduleName": "' + "x" * 61 + '"}',
+        ),
+        (
+            "deletionPolicy",
+            '{"instanceId": "1", "days": ["Monday"], "time": "02:00", "deletionPolicy": "Keep"}',
+        ),
+    ]
+    for number, (field, spec) in enumerate(cases):
         manifest = (
             '{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
-            f'"metadata": {{"name": "bad-{field.lower()}"}}, "spec": {spec}}}'
+            f'"metadata": {{"name": "bad-{number}"}}, "spec": {spec}}}'
         )
         result = kubectl("apply", "-n", cluster.namespace, "-f", "-", input=manifest, check=False)
         assert result.returncode != 0, field

@@ -59,10 +59,15 @@ def _non_default_values(watched: list[str]) -> dict[str, Any]:
         "fullnameOverride": "zbo",
         "watch": {"namespaces": watched},
         "credentials": {"create": True, "username": "ops", "password": "pw-not-logged-1"},
-        "zomro": {"apiUrl": "http://zomro.internal:8808/", "resyncSeconds": 60},
+        "zomro": {
+            "apiUrl": "http://zomro.internal:8808/",
+            "allowInsecureHttp": True,
+            "resyncSeconds": 60,
+        },
         "logging": {"format": "text", "level": "DEBUG"},
         "metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"team": "ops"}}},
         "serviceAccount": {"name": "zbo-runner", "annotations": {"example.com/owner": "ops"}},
+        "rbac": {"aggregateToTenantRoles": False},
         "commonAnnotations": {"argocd.argoproj.io/sync-wave": "-1"},
         "podLabels": {"team": "ops"},
         "extraEnv": [{"name": "TZ", "value": "UTC"}],
@@ -140,6 +145,8 @@ def test_default_chart_is_accepted_by_the_api_server_and_its_pod_is_restricted(
     kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
     assert kinds == [
         "ClusterRole/zomro-backup-operator",
+        "ClusterRole/zomro-backup-operator-edit",
+        "ClusterRole/zomro-backup-operator-view",
         "ClusterRoleBinding/zomro-backup-operator",
         "Deployment/zomro-backup-operator",
         "Service/zomro-backup-operator-metrics",
@@ -184,7 +191,8 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         # The CRD shipped in the chart is crds/ itself.
         (crd,) = by_kind["CustomResourceDefinition"]
         assert crd == yaml.safe_load(CRD_FILE.read_text())
-        # A Role per watched namespace, the credentials Role outside them, a small ClusterRole.
+        # A Role per watched namespace, the credentials Role outside them, a small ClusterRole
+        # (and no tenant roles: aggregateToTenantRoles is off).
         roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind["Role"]}
         assert roles == {(watched[0], "zbo"), (watched[1], "zbo"), (namespace, "zbo-credentials")}
         (cluster_role,) = by_kind["ClusterRole"]
@@ -216,6 +224,7 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         assert env["ZOMRO_LOG_FORMAT"] == "text"
         assert env["ZOMRO_LOG_LEVEL"] == "DEBUG"
         assert env["ZOMRO_RESYNC_SECONDS"] == "60"
+        assert env["ZOMRO_ALLOW_INSECURE_HTTP"] == "true"
         assert env["ZOMRO_METRICS_PORT"] == "9100"
         assert env["TZ"] == "UTC"
         assert pod["serviceAccountName"] == "zbo-runner"
@@ -327,6 +336,8 @@ def test_kustomize_base_is_accepted_by_the_api_server_and_its_pod_is_restricted(
     docs = _docs(rendered)
     assert sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs) == [
         "ClusterRole/zomro-backup-operator",
+        "ClusterRole/zomro-backup-operator-edit",
+        "ClusterRole/zomro-backup-operator-view",
         "ClusterRoleBinding/zomro-backup-operator",
         "CustomResourceDefinition/backupschedules.zomro.com",
         "Deployment/zomro-backup-operator",
@@ -366,6 +377,7 @@ def test_helm_install_prints_the_notes_and_uninstall_removes_the_release(
         notes = installed.stdout
         assert f"Watching: namespaces {namespace}." in notes
         assert f"Default credentials: Secret {namespace}/zomro-credentials" in notes
+        assert f"names no Secret of its own, in namespaces {namespace}," in " ".join(notes.split())
         assert f"{release}-zomro-backup-operator-metrics.{namespace}.svc:9090/metrics" in notes
         kubectl("get", "-n", namespace, f"deployment/{release}-zomro-backup-operator")
         kubectl("get", "crd", "backupschedules.zomro.com")
@@ -373,3 +385,21 @@ def test_helm_install_prints_the_notes_and_uninstall_removes_the_release(
         helm("uninstall", release, "-n", namespace)
     gone = kubectl("get", "clusterrole", f"{release}-zomro-backup-operator", check=False)
     assert gone.returncode != 0
+
+
+def test_helm_notes_warn_when_default_credentials_serve_every_namespace(
+    helm: Helm, namespace: str
+) -> None:
+    notes = helm(
+        "install",
+        f"zbo-{uuid.uuid4().hex[:6]}",
+        str(CHART),
+        "-n",
+        namespace,
+        "--dry-run=client",
+        "--set",
+        "credentials.existingSecret=zomro-credentials",
+    ).stdout
+    text = " ".join(notes.split())
+    assert "WARNING: every BackupSchedule that names no Secret of its own, in ANY namespace" in text
+    assert "For production, list the namespaces" in text

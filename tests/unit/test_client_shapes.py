@@ -472,3 +472,79 @@ async def test_a_refused_update_with_field_errors_is_raised_without_a_listing() 
             await zc.update_schedule(INSTANCE, "14", SPEC)
     assert caught.value.field_errors == {"rotation_time": ["Invalid time"]}
     assert FUNC_SCHEDULES not in fake.funcs
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "p%2Fs%20cr%C3%A9t%26x",  # URL-encoded, as the form field reached Zomro
+        "p%2fs%20cr%c3%a9t%26x",  # ... with lower-case escapes
+        "p%2Fs+cr%C3%A9t%26x",  # form encoding: a space as '+'
+        "P/S CRÉT&X",  # case-folded
+    ],
+)
+async def test_a_server_echoing_the_password_encoded_or_in_another_case_has_it_redacted(
+    echo: str,
+) -> None:
+    fake = FakeZomro({FUNC_AUTH: error(echo, echo, f"no such user or password {echo}")})
+    async with make(fake, credentials=Credentials(username="u", password="p/s crét&x")) as zc:
+        with pytest.raises(ZomroError) as caught:
+            await zc.list_schedules(INSTANCE)
+    assert echo not in str(caught.value)
+    assert echo.lower() not in str(caught.value).lower()
+
+
+@pytest.mark.parametrize(
+    ("failure", "write"),
+    [
+        (httpx.ConnectError, False),
+        (httpx.ReadTimeout, False),
+        (httpx.ReadTimeout, True),
+        (httpx.RemoteProtocolError, False),
+        (httpx.RemoteProtocolError, True),
+    ],
+)
+async def test_a_transport_failure_carries_no_trace_of_the_request_body(
+    failure: type[httpx.TransportError], write: bool
+) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        if b"func=auth" in request.content:
+            return doc({"auth": {"$id": SID, "$": SID}})
+        raise failure("boom", request=request)
+
+    async with make(httpx.MockTransport(broken), read_attempts=1) as zc:
+        call = zc.delete_schedule(INSTANCE, "14") if write else zc.list_schedules(INSTANCE)
+        with pytest.raises(ZomroError) as caught:
+            await call
+    chain: list[BaseException] = []
+    link: BaseException | None = caught.value
+    while link is not None and len(chain) < 10:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    assert not any(isinstance(link, httpx.HTTPError) for link in chain), chain
+
+
+async def test_an_unreadable_body_carries_no_trace_of_itself() -> None:
+    fake = FakeZomro({FUNC_AUTH: httpx.Response(200, content=b'{"doc": {"auth": "' + b"s" * 9)})
+    async with make(fake, read_attempts=1) as zc:
+        with pytest.raises(ServerError) as caught:
+            await zc.list_schedules(INSTANCE)
+    assert caught.value.__context__ is None
+    assert caught.value.__cause__ is None
+
+
+async def test_one_listing_reads_at_most_its_byte_budget_across_pages() -> None:
+    filler = "x" * 2000
+
+    def listing(form: dict[str, str]) -> httpx.Response:
+        rows = [{**ROW, "id": {"$": str(int(form.get("p_num", "1")) * 10 + n)}} for n in range(5)]
+        for row in rows:
+            row["servername"] = {"$": filler}
+        return doc({"p_elems": {"$": "500"}, "p_cnt": {"$": "5"}, "elem": rows})
+
+    fake = FakeZomro({FUNC_SCHEDULES: listing})
+    async with make(fake, read_attempts=1, max_listing_bytes=50_000) as zc:
+        with pytest.raises(ServerError, match="listing larger than 50000 bytes"):
+            await zc.list_schedules(INSTANCE)
+    # Each page is ~10 kB: the budget stops the listing after a handful of its 100 pages.
+    assert len([call for call in fake.calls if call["func"] == FUNC_SCHEDULES]) <= 6

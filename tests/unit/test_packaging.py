@@ -97,6 +97,16 @@ def test_runtime_stage_is_non_root_numeric_and_read_only_friendly() -> None:
     assert all(keyword != "VOLUME" for keyword, _ in runtime)
 
 
+def test_every_dependency_is_installed_from_the_lock_with_hashes_and_wheels_only() -> None:
+    builder, runtime = _stages()
+    fetch = next(r for k, r in builder if k == "RUN" and "pip wheel" in r and "lock" in r)
+    assert "--require-hashes" in fetch
+    assert "--only-binary=:all:" in fetch, "a wheel built here would not match the lock's hashes"
+    assert "--requirement requirements.lock" in fetch
+    install = next(r for k, r in runtime if k == "RUN" and "requirements.lock" in r)
+    assert "--require-hashes" in install
+
+
 def test_runtime_stage_installs_no_compilers_and_keeps_no_wheels() -> None:
     runtime = _stages()[-1]
     runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
@@ -112,7 +122,7 @@ def test_runtime_stage_installs_no_compilers_and_keeps_no_wheels() -> None:
 def test_dependencies_are_installed_in_their_own_layer_before_the_sources() -> None:
     builder = _stages()[0]
     copies = [rest for keyword, rest in builder if keyword == "COPY"]
-    assert copies[0].split()[0] == "pyproject.toml"
+    assert copies[0] == "requirements.lock ./", "the lock alone decides the dependency layer"
     first_wheel = next(i for i, (k, r) in enumerate(builder) if k == "RUN" and "pip wheel" in r)
     sources = next(i for i, (k, r) in enumerate(builder) if k == "COPY" and "operator/" in r)
     assert first_wheel < sources
@@ -135,9 +145,10 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
     assert lines[0] == "*", "an allowlist: everything else stays out of the build context"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied = {
-        shlex.split(rest)[0].rstrip("/")
+        source.rstrip("/")
         for keyword, rest in _instructions()
         if keyword == "COPY" and not rest.startswith("--from")
+        for source in shlex.split(rest)[:-1]
     }
     assert copied == allowed
 
@@ -219,6 +230,37 @@ def test_deploy_rbac_has_no_wildcards_and_secrets_get_only() -> None:
         "backupschedules/status",
         "events",
         "secrets",
+    }
+
+
+def test_deploy_rbac_grants_no_verb_kopf_never_uses() -> None:
+    # kopf patches (never PUTs) and creates core/v1 Events; it never touches events.k8s.io.
+    role = _deploy_objects()["ClusterRole/zomro-backup-operator"]
+    verbs = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert verbs[("zomro.com", "backupschedules")] == {"get", "list", "watch", "patch"}
+    assert verbs[("zomro.com", "backupschedules/status")] == {"get", "patch"}
+    assert verbs[("", "events")] == {"create"}
+    assert not [key for key in verbs if key[0] == "events.k8s.io"]
+
+
+def test_deploy_tenant_roles_aggregate_backupschedules_but_never_their_status() -> None:
+    objects = _deploy_objects()
+    view = objects["ClusterRole/zomro-backup-operator-view"]
+    edit = objects["ClusterRole/zomro-backup-operator-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    for label in ("aggregate-to-edit", "aggregate-to-admin"):
+        assert edit["metadata"]["labels"][f"rbac.authorization.k8s.io/{label}"] == "true"
+    for role in (view, edit):
+        resources = {res for rule in role["rules"] for res in rule["resources"]}
+        assert resources == {"backupschedules"}
+    assert {verb for rule in view["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
+    assert {"create", "update", "patch", "delete"} <= {
+        verb for rule in edit["rules"] for verb in rule["verbs"]
     }
 
 

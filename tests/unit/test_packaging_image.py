@@ -76,12 +76,13 @@ def _replay(
             cwd = root / rest.lstrip("/")
             cwd.mkdir(parents=True, exist_ok=True)
         elif keyword == "COPY" and not rest.startswith("--from"):
-            source, target = shlex.split(rest)
+            *sources, target = shlex.split(rest)
             destination = cwd / target
-            if (context / source).is_dir():
-                shutil.copytree(context / source, destination, dirs_exist_ok=True)
-            else:
-                shutil.copy2(context / source, destination)
+            for source in sources:
+                if (context / source).is_dir():
+                    shutil.copytree(context / source, destination, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(context / source, destination)
         elif keyword == "RUN":
             command = re.sub(r"--mount=\S+\s+", "", rest).replace("/wheels", str(wheels))
             result = subprocess.run(

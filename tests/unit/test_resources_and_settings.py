@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
+import yaml
 
 from zomro_backup_operator.credentials import CredentialsError, CredentialStore, parse_secret
 from zomro_backup_operator.pending import PendingCreate
-from zomro_backup_operator.resources import Desired, InvalidSpecError, Observed
+from zomro_backup_operator.resources import Desired, InvalidSpecError, InvalidStatusError, Observed
 from zomro_backup_operator.settings import SecretRef, Settings, SettingsError
-from zomro_backup_operator.zomro.models import Weekday
+from zomro_backup_operator.zomro.models import ID_PATTERN, Weekday
+
+REPO = Path(__file__).resolve().parents[2]
 
 SPEC = {"instanceId": "5203773", "days": ["Monday", "Friday"], "time": "02:01"}
 
@@ -161,3 +165,80 @@ def test_without_a_secret_ref_or_default_the_error_says_what_to_set() -> None:
     store = CredentialStore(lambda ns, n: None, default=None)
     with pytest.raises(CredentialsError, match="ZOMRO_CREDENTIALS_SECRET"):
         store.ref_for("team", None)
+
+
+@pytest.mark.parametrize("value", ["05203773", "²", "5203773²", "٥٢٠", "1" * 21, " 5203773", "0"])
+def test_an_instance_id_must_be_plain_digits_without_a_leading_zero(value: str) -> None:
+    # A leading zero made "05203773" a different claim key than "5203773"; "²" passes isdigit().
+    with pytest.raises(InvalidSpecError, match=r"spec.instanceId must be 1-20 digits"):
+        read({**SPEC, "instanceId": value})
+
+
+@pytest.mark.parametrize("value", ["14, 15", "14,15", "²", "014", "1" * 21])
+def test_a_malformed_schedule_id_in_status_is_refused_before_it_can_reach_zomro(
+    value: str,
+) -> None:
+    with pytest.raises(InvalidStatusError, match=r"status\.scheduleId"):
+        Observed.from_status({"scheduleId": value})
+
+
+@pytest.mark.parametrize("value", ["14, 15", "²", "x" * 100_000])
+def test_a_malformed_adoption_annotation_is_refused_and_never_echoed_in_full(value: str) -> None:
+    with pytest.raises(InvalidSpecError, match=r"annotation zomro\.com/schedule-id") as caught:
+        read(SPEC, {"zomro.com/schedule-id": value})
+    assert len(str(caught.value)) < 200
+
+
+def test_the_adoption_annotation_is_ignored_on_deletion() -> None:
+    desired = Desired.from_resource(
+        namespace="team",
+        name="nightly",
+        generation=3,
+        spec=SPEC,
+        annotations={"zomro.com/schedule-id": "not-an-id" * 1000},
+        deleting=True,
+    )
+    assert desired.adopt_id is None
+
+
+def test_a_secret_without_usable_keys_does_not_list_the_keys_it_holds() -> None:
+    with pytest.raises(CredentialsError) as info:
+        parse_secret(REF, {"ssh-private-key-of-team-b": b64("x"), "user": b64("demo")})
+    assert "ssh-private-key-of-team-b" not in str(info.value)
+    assert "'user'" not in str(info.value)
+
+
+def test_a_secret_value_that_is_not_utf8_leaves_no_trace_of_its_bytes() -> None:
+    raw = base64.b64encode(b"\xffsecret-bytes").decode()
+    with pytest.raises(CredentialsError) as info:
+        parse_secret(REF, {"username": b64("demo"), "password": raw})
+    assert info.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8808/", "http://localhost:8808/", "http://[::1]:8808/", "http://127.1.2.3/"],
+)
+def test_plain_http_to_a_loopback_address_is_accepted(url: str) -> None:
+    assert Settings.from_env({"ZOMRO_API_URL": url}).api_url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.zomro.com/", "http://10.0.0.5:8808/", "http://localhost.evil.com/"]
+)
+def test_plain_http_elsewhere_is_refused_naming_the_variable_and_the_setting(url: str) -> None:
+    with pytest.raises(SettingsError, match=r"ZOMRO_API_URL.*ZOMRO_ALLOW_INSECURE_HTTP"):
+        Settings.from_env({"ZOMRO_API_URL": url})
+
+
+def test_plain_http_elsewhere_is_accepted_when_explicitly_allowed() -> None:
+    env = {"ZOMRO_API_URL": "http://zomro-sandbox:8808/", "ZOMRO_ALLOW_INSECURE_HTTP": "true"}
+    assert Settings.from_env(env).api_url == "http://zomro-sandbox:8808/"
+    with pytest.raises(SettingsError, match="ZOMRO_ALLOW_INSECURE_HTTP must be true or false"):
+        Settings.from_env({**env, "ZOMRO_ALLOW_INSECURE_HTTP": "yes"})
+
+
+def test_the_crd_and_the_operator_agree_on_what_an_instance_id_is() -> None:
+    crd = yaml.safe_load((REPO / "crds" / "backupschedules.zomro.com.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["instanceId"]["pattern"] == ID_PATTERN

@@ -17,6 +17,7 @@ import pytest
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 
 INSTANCE = "5203773"
+SEEDED = {"instance_id": INSTANCE, "name": "seeded", "days": [1], "time": "02:01"}
 CREATE = {
     "func": "instances.fleio_bckps.schedule.edit",
     "name": "MySchedule",
@@ -55,6 +56,8 @@ async def api(http: httpx.AsyncClient, sb: RunningSandbox, **params: str) -> htt
 async def control(
     http: httpx.AsyncClient, sb: RunningSandbox, method: str, path: str, body: Any = None
 ) -> httpx.Response:
+    if body is None and method in ("POST", "PUT", "PATCH"):
+        body = {}
     return await http.request(method, sb.control_url + path, json=body)
 
 
@@ -442,3 +445,24 @@ async def test_invalid_name_modes_and_listing_delays_are_refused(
     assert answer.status_code == 400
     assert sb.faults.name_case is None
     assert sb.faults.listing_delay == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/reset"), ("POST", "/schedules"), ("PATCH", "/faults")]
+)
+async def test_the_control_endpoint_refuses_writes_that_are_not_json(
+    http: httpx.AsyncClient,
+    sb: RunningSandbox,
+    method: str,
+    path: str,
+    content_type: str | None,
+) -> None:
+    # What a web page in a browser can send to any site without a CORS preflight.
+    await control(http, sb, "POST", "/schedules", SEEDED)
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = json.dumps({"outage": "503", **SEEDED})
+    response = await http.request(method, sb.control_url + path, content=body, headers=headers)
+    assert response.status_code == 415
+    assert len(sb.state.schedules_of(INSTANCE)) == 1
+    assert sb.faults.outage is None

@@ -15,6 +15,7 @@ from zomro_backup_operator.sandbox import Sandbox, SandboxControl, start_sandbox
 from zomro_backup_operator.sandbox.config import ConfigError, load_config, parse_config
 from zomro_backup_operator.sandbox.control import SandboxControlError
 from zomro_backup_operator.sandbox.faults import FaultError
+from zomro_backup_operator.sandbox.server import exposure_warning
 
 INSTANCE = "5203773"
 
@@ -204,3 +205,35 @@ def test_an_unusable_state_file_exits_with_a_message_instead_of_losing_it(
     assert result.returncode == 2
     assert "state" in result.stderr
     assert state.read_text() == content
+
+
+@pytest.mark.parametrize("addresses", [["0.0.0.0"], ["127.0.0.1", "192.0.2.7"], ["::"]])  # noqa: S104
+def test_the_sandbox_warns_loudly_when_it_listens_beyond_loopback(addresses: list[str]) -> None:
+    # Judged on the addresses actually bound; not bound here, so no test exposes a sandbox.
+    warning = exposure_warning(addresses)
+    assert warning is not None
+    assert warning.startswith("WARNING: the sandbox listens on")
+    assert "no authentication" in warning
+    assert "not production" in warning
+
+
+@pytest.mark.parametrize("addresses", [["127.0.0.1"], ["::1", "127.0.0.1"], ["127.0.0.5"]])
+def test_loopback_addresses_raise_no_exposure_warning(addresses: list[str]) -> None:
+    assert exposure_warning(addresses) is None
+
+
+def test_the_sandbox_is_quiet_about_exposure_on_loopback(tmp_path: Path) -> None:
+    log_path = tmp_path / "sandbox.log"
+    with start_sandbox_process(log_path=log_path):
+        pass
+    assert "beyond loopback" not in log_path.read_text()
+
+
+def test_the_sandbox_help_says_it_is_for_tests_and_demos_not_production() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "for tests and demos, not production" in " ".join(result.stdout.split())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -229,16 +230,39 @@ def test_server_text_is_stripped_of_control_characters_and_bounded() -> None:
     assert len(info.message) <= 300
 
 
-def test_redaction_removes_secrets_from_every_text_field() -> None:
-    info = wire.ErrorInfo(
-        type="value",
-        object="sid123",
-        message="bad sid123",
-        detail="sid123!",
-        field_errors={"sid123": ["sid123"]},
+def _without(secret: str) -> Callable[[str], str]:
+    return lambda text: text.replace(secret, "<redacted>")
+
+
+def test_redaction_removes_secrets_from_every_echoed_field_type_included() -> None:
+    doc = {
+        "error": {
+            "$type": "sid123",
+            "$object": "sid123",
+            "msg": {"$": "bad sid123"},
+            "detail": {"$": "sid123!"},
+        }
+    }
+    info = wire.read_error(doc, redact=_without("sid123"))
+    fields = wire.read_error(
+        _error("value", json.dumps({"sid123": ["sid123"]}), "x"), redact=_without("sid123")
     )
-    redacted = info.redacted(lambda text: text.replace("sid123", "<redacted>"))
-    assert "sid123" not in repr(redacted)
+    assert "sid123" not in repr(info) + repr(fields)
+
+
+def test_a_secret_is_redacted_before_cleaning_can_change_it() -> None:
+    secret = "pa\tss-word"  # cleaning would turn the tab into a space, and the match would fail
+    info = wire.read_error(_error("auth", "", f"bad {secret}"), redact=_without(secret))
+    assert info is not None
+    assert "ss-word" not in info.message
+
+
+def test_a_secret_is_redacted_before_truncation_can_cut_it_in_half() -> None:
+    secret = "TopSecretPassword42"
+    message = "x" * 290 + secret
+    info = wire.read_error(_error("auth", "", message), redact=_without(secret))
+    assert info is not None
+    assert "TopSecret" not in info.message
 
 
 @pytest.mark.parametrize(
@@ -372,3 +396,22 @@ def test_any_error_object_and_message_map_to_a_zomro_error(obj: str, msg: str) -
 def test_any_retry_after_header_is_a_bounded_number_or_none(header: str) -> None:
     value = wire.parse_retry_after(header)
     assert value is None or 0.0 <= value <= wire.MAX_RETRY_AFTER
+
+
+def test_a_servername_from_zomro_is_cleaned_and_bounded_before_it_reaches_status() -> None:
+    row = {**SEED_ROW, "servername": {"$": "evil\r\nname" + "x" * 5000}}
+    (schedule,) = wire.parse_schedules({"elem": [row]}, instance_id="5203773")
+    assert schedule.server_name is not None
+    assert "\n" not in schedule.server_name
+    assert len(schedule.server_name) <= wire.MAX_SERVER_NAME
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "1²"])
+def test_unicode_digits_are_not_day_numbers(text: str) -> None:
+    with pytest.raises(ValueError, match="day"):
+        wire.parse_listed_days(text)
+
+
+def test_unicode_digits_are_not_paging_counts() -> None:
+    assert wire.paging({"p_elems": {"$": "²"}, "p_cnt": {"$": "2"}}) is None
+    assert wire.paging({"p_elems": {"$": "5"}, "p_cnt": {"$": "2"}}) == (5, 2)

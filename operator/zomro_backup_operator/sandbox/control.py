@@ -53,6 +53,9 @@ class SandboxControl:
         self.close()
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        # Writes always carry a JSON body: the control endpoint refuses any other kind.
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = {}
         response = self._http.request(method, self._base + path, json=body)
         if response.status_code >= 400:
             raise SandboxControlError(f"{method} {path}: {response.status_code} {response.text}")

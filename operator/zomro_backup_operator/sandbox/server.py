@@ -2,13 +2,16 @@
 
 The API path behaves like Zomro's edge and BILLmanager behind it, faults included. The control
 path is for tests and people trying failure modes; it is not subject to faults, so it keeps
-answering during an outage.
+answering during an outage. It has no authentication: it takes only JSON bodies (a web page in a
+browser cannot send those to another site without the site's consent), and the sandbox warns when
+it listens beyond loopback. For tests and demos, not production.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -23,6 +26,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from zomro_backup_operator.sandbox.api import Api, ApiResult
 from zomro_backup_operator.sandbox.config import (
@@ -37,6 +41,7 @@ from zomro_backup_operator.sandbox.model import DAY_NAMES_EN, Clock, RequestReco
 log = logging.getLogger("zomro_backup_operator.sandbox")
 
 CONTROL_PREFIX = "/_sandbox"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_REQUEST_LOG = 100_000
 
 _ERROR_PAGE = (
@@ -76,7 +81,7 @@ class Sandbox:
         self.faults.update(faults, self.state.now())
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[_control_takes_json_only])
         app.router.add_route("GET", "/", self.handle_api)
         app.router.add_route("POST", "/", self.handle_api)
         c = CONTROL_PREFIX
@@ -381,6 +386,22 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+@web.middleware
+async def _control_takes_json_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse control writes that are not ``application/json``. A page in a browser may POST
+    text/plain or a form to any site without asking (a "simple" request); JSON it may not."""
+    if (
+        request.path.startswith(CONTROL_PREFIX + "/")
+        and request.method in _BODY_METHODS
+        and request.content_type != "application/json"
+    ):
+        return web.json_response(
+            {"error": "the control endpoint takes Content-Type: application/json only"},
+            status=415,
+        )
+    return await handler(request)
+
+
 def _bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
@@ -495,6 +516,25 @@ def serve(*, host: str, port: int, config: str | None, state: str | None) -> int
         return 0
 
 
+def exposure_warning(addresses: list[str]) -> str | None:
+    """What to say when the sandbox listens on any of ``addresses`` (bound IPs) beyond loopback."""
+    exposed = [address for address in addresses if not _loopback(address)]
+    if not exposed:
+        return None
+    return (
+        f"WARNING: the sandbox listens on {', '.join(exposed)}, beyond loopback. Its "
+        f"{CONTROL_PREFIX}/ control endpoint has no authentication: anyone who can reach it can "
+        "read and change every schedule. It is for tests and demos, not production."
+    )
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 async def _serve(sandbox: Sandbox, host: str, port: int) -> int:
     runner = web.AppRunner(sandbox.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
@@ -507,6 +547,10 @@ async def _serve(sandbox: Sandbox, host: str, port: int) -> int:
             return 1
         bound_port = int(runner.addresses[0][1])
         print(_url(host, bound_port), flush=True)
+        warning = exposure_warning([str(address[0]) for address in runner.addresses])
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
+            log.warning("%s", warning)
         log.info(
             "sandbox serving on %s with %d account(s); control at %s",
             _url(host, bound_port),

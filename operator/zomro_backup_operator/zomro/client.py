@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -47,6 +49,7 @@ from zomro_backup_operator.zomro.models import (
     ScheduleSpec,
     format_days,
     may_be_stored_as,
+    parse_count,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,7 +78,8 @@ class ClientOptions:
     ``max_requests_per_second`` spaces every request evenly, logins included; ``max_in_flight``
     bounds concurrent requests on the session (Zomro refuses a second one "in process");
     ``read_attempts`` and ``backoff_*`` drive read retries and throttle pauses without a
-    Retry-After; ``max_response_bytes`` caps what is read of any answer.
+    Retry-After; ``max_response_bytes`` caps what is read of any answer, and
+    ``max_listing_bytes`` what one listing reads across all its pages.
     """
 
     timeout: float = 30.0
@@ -85,6 +89,7 @@ class ClientOptions:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_response_bytes: int = wire.MAX_BODY_BYTES
+    max_listing_bytes: int = 4 * wire.MAX_BODY_BYTES
     login_refusal_memory: float = 300.0
     """Seconds during which a refused login is answered from memory, not sent again."""
 
@@ -95,8 +100,15 @@ class ClientOptions:
             raise ValueError("max_in_flight and read_attempts must be at least 1")
         if self.backoff_initial < 0 or self.backoff_max < self.backoff_initial:
             raise ValueError("backoff needs 0 <= backoff_initial <= backoff_max")
-        if self.max_response_bytes < 1024:
-            raise ValueError("max_response_bytes must be at least 1024")
+        if self.max_response_bytes < 1024 or self.max_listing_bytes < 1024:
+            raise ValueError("max_response_bytes and max_listing_bytes must be at least 1024")
+
+
+@dataclass
+class _Budget:
+    """Bytes that one listing may still read, across all its pages."""
+
+    remaining: int
 
 
 @dataclass(eq=False)
@@ -324,8 +336,10 @@ class ZomroClient:
 
     async def _read_list(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
         """A list read. If Zomro paged it (``p_cnt`` set, ``p_elems`` above the rows received),
-        the remaining pages are fetched too and the rows merged, each id once."""
-        doc = await self._read(func, fields)
+        the remaining pages are fetched too and the rows merged, each id once. All pages together
+        read at most ``max_listing_bytes``: an endpoint cannot grow memory page after page."""
+        budget = _Budget(self._options.max_listing_bytes)
+        doc = await self._read(func, fields, budget=budget)
         page = wire.paging(doc)
         if page is None:
             return doc
@@ -335,7 +349,9 @@ class ZomroClient:
             return doc
         pages = min(-(-total // page_size), MAX_PAGES)
         for number in range(2, pages + 1):
-            more = await self._read(func, {**fields, "p_cnt": str(page_size), "p_num": str(number)})
+            more = await self._read(
+                func, {**fields, "p_cnt": str(page_size), "p_num": str(number)}, budget=budget
+            )
             rows += wire.rows(more, func=func)
         seen: set[str] = set()
         merged: list[dict[str, object]] = []
@@ -346,11 +362,13 @@ class ZomroClient:
                 merged.append(row)
         return {**doc, "elem": merged}
 
-    async def _read(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
+    async def _read(
+        self, func: str, fields: Mapping[str, str], *, budget: _Budget | None = None
+    ) -> wire.Doc:
         """An idempotent call, retried with capped exponential backoff and full jitter."""
         async for attempt in self._retrying(func):
             with attempt:
-                return await self._call(func, fields, write=False)
+                return await self._call(func, fields, write=False, budget=budget)
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     def _retrying(self, func: str, *, attempts: int | None = None) -> AsyncRetrying:
@@ -393,11 +411,20 @@ class ZomroClient:
             delay = max(delay, exc.retry_after)
         return delay
 
-    async def _call(self, func: str, fields: Mapping[str, str], *, write: bool) -> wire.Doc:
+    async def _call(
+        self,
+        func: str,
+        fields: Mapping[str, str],
+        *,
+        write: bool,
+        budget: _Budget | None = None,
+    ) -> wire.Doc:
         """One logical call on the session, renewing an expired session once."""
         # Reads are retried as a whole; a write is not, so the login before it retries itself.
         session, fresh = await self._current_session(retry_login=write)
-        doc, info = await self._send(func, {**fields, "auth": session.sid}, write=write)
+        doc, info = await self._send(
+            func, {**fields, "auth": session.sid}, write=write, budget=budget
+        )
         if info is None:
             return doc
         if info.is_session_problem:
@@ -406,7 +433,9 @@ class ZomroClient:
             elif not fresh:
                 logger.debug("zomro %s: session refused, logging in again", func)
                 session = await self._renew(session, retry_login=write)
-                doc, info = await self._send(func, {**fields, "auth": session.sid}, write=write)
+                doc, info = await self._send(
+                    func, {**fields, "auth": session.sid}, write=write, budget=budget
+                )
                 if info is None:
                     return doc
         raise wire.to_exception(info, func=func)
@@ -475,18 +504,36 @@ class ZomroClient:
         self._retired_sids = [*self._retired_sids[-3:], session.sid]
 
     def _redact(self, text: str) -> str:
+        """Remove every secret this client knows from server text, also when the server echoed
+        it URL-encoded (it came to Zomro as a form field) or in another case."""
         secrets = [*self._credentials.secrets(), *self._retired_sids]
         if self._session is not None:
             secrets.append(self._session.sid)
-        for secret in secrets:
-            if secret and secret in text:
-                text = text.replace(secret, "<redacted>")
-        return text
+        forms = {
+            form
+            for secret in secrets
+            if secret
+            for form in (
+                secret,
+                urllib.parse.quote(secret, safe=""),
+                urllib.parse.quote_plus(secret, safe=""),
+            )
+        }
+        if not forms:
+            return text
+        # Longest first, so that a secret is never half replaced by a shorter one inside it.
+        pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+        return re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
 
     # --- one HTTP request -----------------------------------------------------------------
 
     async def _send(
-        self, func: str, fields: Mapping[str, str], *, write: bool
+        self,
+        func: str,
+        fields: Mapping[str, str],
+        *,
+        write: bool,
+        budget: _Budget | None = None,
     ) -> tuple[wire.Doc, wire.ErrorInfo | None]:
         """One rate-limited, serialised HTTP request: Zomro's ``doc`` and its error, if any.
 
@@ -500,10 +547,9 @@ class ZomroClient:
             started = time.perf_counter()
             outcome = "interrupted"  # stays so only if the request is cancelled
             try:
-                doc = await self._exchange(func, data, write=write)
-                info = wire.read_error(doc)
+                doc = await self._exchange(func, data, write=write, budget=budget)
+                info = wire.read_error(doc, redact=self._redact)
                 if info is not None:
-                    info = info.redacted(self._redact)
                     outcome = type(wire.to_exception(info, func=func)).__name__
                 else:
                     outcome = "ok"
@@ -517,14 +563,16 @@ class ZomroClient:
             finally:
                 self._report(func, outcome, time.perf_counter() - started)
 
-    async def _exchange(self, func: str, data: Mapping[str, str], *, write: bool) -> wire.Doc:
+    async def _exchange(
+        self, func: str, data: Mapping[str, str], *, write: bool, budget: _Budget | None
+    ) -> wire.Doc:
         try:
             async with asyncio.timeout(self._options.timeout):
                 async with self._http.stream("POST", "", data=data) as response:
                     error = wire.status_error(response.status_code, response.headers, func=func)
                     if error is not None:
                         raise error
-                    body = await self._read_body(response, func)
+                    body = await self._read_body(response, func, budget)
             return wire.decode_document(body, func=func)
         except (ServerError, ZomroTimeoutError) as exc:
             # A 5xx, a gateway timeout or a garbled answer: the write may have been applied.
@@ -533,32 +581,31 @@ class ZomroClient:
             raise
         except ZomroError:
             raise
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # Nothing was sent, so nothing was applied: safe to report as a plain failure.
-            if isinstance(exc, httpx.ConnectError):
-                raise ZomroConnectionError(f"{func}: cannot connect to Zomro") from None
-            raise ZomroTimeoutError(f"{func}: no connection to Zomro in time") from None
-        except (TimeoutError, httpx.TimeoutException):
-            if write:
-                raise _unknown_outcome(func, "no answer in time") from None
-            raise ZomroTimeoutError(f"{func}: no answer from Zomro in time") from None
-        except httpx.HTTPError as exc:
-            if write:
-                raise _unknown_outcome(func, "the connection failed mid-request") from None
-            raise ZomroConnectionError(
-                f"{func}: connection to Zomro failed ({type(exc).__name__})"
-            ) from None
+        except (TimeoutError, httpx.HTTPError) as exc:
+            failure = _transport_failure(func, exc, write=write)
+        # Raised here, outside the except block: httpx's error holds the request, whose body
+        # holds the password or session id, and it must not ride along as __context__.
+        raise failure
 
-    async def _read_body(self, response: httpx.Response, func: str) -> bytes:
+    async def _read_body(
+        self, response: httpx.Response, func: str, budget: _Budget | None
+    ) -> bytes:
         cap = self._options.max_response_bytes
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise ServerError(f"{func}: answer larger than {cap} bytes")
+        if budget is not None and budget.remaining < cap:
+            cap = budget.remaining
+            too_big = f"{func}: listing larger than {self._options.max_listing_bytes} bytes"
+        else:
+            too_big = f"{func}: answer larger than {cap} bytes"
+        declared = parse_count(response.headers.get("content-length", ""))
+        if declared is not None and declared > cap:
+            raise ServerError(too_big)
         body = bytearray()
         async for chunk in response.aiter_bytes():
             body += chunk
             if len(body) > cap:
-                raise ServerError(f"{func}: answer larger than {cap} bytes")
+                raise ServerError(too_big)
+        if budget is not None:
+            budget.remaining -= len(body)
         return bytes(body)
 
     # --- throttling and reporting ---------------------------------------------------------
@@ -657,6 +704,24 @@ def _may_mean_gone(exc: ZomroError) -> bool:
     if isinstance(exc, InvalidValueError):
         return not exc.field_errors or "elid" in exc.field_errors
     return type(exc) is ZomroError or isinstance(exc, AccessDeniedError | NotFoundError)
+
+
+def _transport_failure(
+    func: str, exc: TimeoutError | httpx.HTTPError, *, write: bool
+) -> ZomroError:
+    """The error a failure below HTTP means; the original is not chained (it holds the request)."""
+    if isinstance(exc, httpx.ConnectError):
+        # Nothing was sent, so nothing was applied: safe to report as a plain failure.
+        return ZomroConnectionError(f"{func}: cannot connect to Zomro")
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return ZomroTimeoutError(f"{func}: no connection to Zomro in time")
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        if write:
+            return _unknown_outcome(func, "no answer in time")
+        return ZomroTimeoutError(f"{func}: no answer from Zomro in time")
+    if write:
+        return _unknown_outcome(func, "the connection failed mid-request")
+    return ZomroConnectionError(f"{func}: connection to Zomro failed ({type(exc).__name__})")
 
 
 def _unknown_outcome(func: str, why: str) -> UnknownOutcomeError:

@@ -12,7 +12,22 @@ MAX_NAME_LENGTH = 60
 """Zomro's panel allows 100 characters but Fleio's model behind it holds 60: safe either way."""
 
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_DIGITS_RE = re.compile(r"[0-9]+")
+
+ID_PATTERN = "^[1-9][0-9]{0,19}$"
+"""A Zomro object id (instance, schedule): ASCII digits, no leading zero, at most 20. The CRD's
+``spec.instanceId`` carries the same pattern."""
+_ID_RE = re.compile(ID_PATTERN)
+_COUNT_RE = re.compile(r"[0-9]{1,18}")
+
+
+def is_object_id(value: str) -> bool:
+    """True for a well-formed Zomro id. Not ``str.isdigit``: that accepts "²" and other digits."""
+    return _ID_RE.fullmatch(value) is not None
+
+
+def parse_count(value: str) -> int | None:
+    """A non-negative decimal count (ASCII digits only, at most 18), or None."""
+    return int(value) if _COUNT_RE.fullmatch(value) else None
 
 
 class Weekday(enum.IntEnum):
@@ -78,7 +93,7 @@ def may_be_stored_as(sent: str, listed: str) -> bool:
 
 def numeric_order(value: str) -> tuple[int, str]:
     """Sort key for ids: numerically when digits, others first."""
-    return (int(value) if _DIGITS_RE.fullmatch(value) else -1, value)
+    return (int(value) if is_object_id(value) else -1, value)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,13 @@ from zomro_backup_operator.zomro.errors import (
     ZomroError,
     ZomroTimeoutError,
 )
-from zomro_backup_operator.zomro.models import Instance, Schedule, Weekday, validate_time
+from zomro_backup_operator.zomro.models import (
+    Instance,
+    Schedule,
+    Weekday,
+    parse_count,
+    validate_time,
+)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Zomro's answers for these functions are a few kilobytes; anything this big is not Zomro's."""
@@ -44,7 +50,10 @@ LOGIN_BLOCK_SECONDS = 20.0
 MAX_RETRY_AFTER = 3600.0
 """A Retry-After beyond an hour is treated as an hour: the caller will ask again anyway."""
 
+_DAY_NUMBERS = frozenset("0123456")
 _MAX_MESSAGE = 300
+MAX_SERVER_NAME = 100
+"""Zomro's panel allows instance names of up to 100 characters; a longer ``servername`` is cut."""
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._:~+/=-]{1,256}$")
 _OBJECT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -60,10 +69,14 @@ Json = object
 Doc = dict[str, object]
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, *, limit: int = _MAX_MESSAGE) -> str:
     """Make server text safe for one log line or message: no control characters, bounded."""
     text = _CONTROL_CHARS.sub(" ", text).strip()
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _no_redaction(text: str) -> str:
+    return text
 
 
 # --- the document ---------------------------------------------------------------------------
@@ -77,12 +90,21 @@ def decode_document(body: bytes, *, func: str) -> Doc:
     """
     if len(body) > MAX_BODY_BYTES:
         raise ServerError(f"{func}: answer larger than {MAX_BODY_BYTES} bytes")
+    failure: ZomroError
     try:
         parsed: Json = json.loads(body)
     except RecursionError:
-        raise MalformedResponseError(f"{func}: answer nested too deeply") from None
+        failure = MalformedResponseError(f"{func}: answer nested too deeply")
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, oversized integer literals
-        raise ServerError(f"{func}: answer is not JSON") from None
+        failure = ServerError(f"{func}: answer is not JSON")
+    else:
+        return _doc_of(parsed, func=func)
+    # Raised outside the except block: the decoder's error holds the body (a session id, say),
+    # and ``from None`` would still keep it as __context__.
+    raise failure
+
+
+def _doc_of(parsed: Json, *, func: str) -> Doc:
     if not isinstance(parsed, dict):
         raise MalformedResponseError(f"{func}: answer is not a JSON object")
     doc = parsed.get("doc")
@@ -125,13 +147,11 @@ def rows(doc: Mapping[str, object], *, func: str) -> list[dict[str, object]]:
 
 def paging(doc: Mapping[str, object]) -> tuple[int, int] | None:
     """``(p_elems, p_cnt)`` when the answer says it is one page of a longer list, else None."""
-    total = scalar(doc.get("p_elems"))
-    size = scalar(doc.get("p_cnt"))
-    if total is None or size is None or not total.isdigit() or not size.isdigit():
+    total = parse_count(scalar(doc.get("p_elems")) or "")
+    size = parse_count(scalar(doc.get("p_cnt")) or "")
+    if total is None or size is None or total >= 10**9 or size >= 10**9:
         return None
-    if len(total) > 9 or len(size) > 9:
-        return None
-    return int(total), int(size)
+    return total, size
 
 
 def _required(row: Mapping[str, object], key: str, *, func: str, index: int) -> str:
@@ -157,7 +177,7 @@ def parse_listed_days(text: str) -> frozenset[Weekday]:
     for word in re.split(r"[\s,]+", text):
         if not word:
             continue
-        if word.isdigit() and len(word) == 1 and int(word) <= 6:
+        if word in _DAY_NUMBERS:
             days.add(Weekday(int(word)))
         else:
             days.add(Weekday.from_name(word))
@@ -193,6 +213,7 @@ def parse_schedule(row: Mapping[str, object], *, instance_id: str, index: int = 
     listed_instance = scalar(row.get("instance_id"))
     name = _required(row, "name", func=func, index=index)
     days_text = _required(row, "rotation_days", func=func, index=index)
+    server_name = clean_text(scalar(row.get("servername")) or "", limit=MAX_SERVER_NAME)
     time_text = _required(row, "rotation_time", func=func, index=index)
     try:
         days = parse_listed_days(days_text)
@@ -207,7 +228,7 @@ def parse_schedule(row: Mapping[str, object], *, instance_id: str, index: int = 
         name=name,
         days=days,
         time=time,
-        server_name=scalar(row.get("servername")),
+        server_name=server_name or None,
         create_date=_date(scalar(row.get("create_date"))),
     )
 
@@ -281,7 +302,7 @@ def is_acknowledged(doc: Mapping[str, object]) -> bool:
 
 @dataclass(frozen=True)
 class ErrorInfo:
-    """Zomro's ``doc.error``, unwrapped. Text fields are cleaned but not yet redacted."""
+    """Zomro's ``doc.error``, unwrapped: every text field redacted, then cleaned."""
 
     type: str
     object: str
@@ -311,21 +332,8 @@ class ErrorInfo:
         text = f"{self.message} {self.detail}".lower()
         return "expired" in text or (self.type == "auth" and self.object not in _REFUSED_LOGIN)
 
-    def redacted(self, redact: Callable[[str], str]) -> ErrorInfo:
-        """The same error with every secret the client knows removed from its text."""
-        return ErrorInfo(
-            type=self.type,
-            object=redact(self.object),
-            message=redact(self.message),
-            detail=redact(self.detail),
-            field_errors={
-                redact(name): [redact(text) for text in texts]
-                for name, texts in self.field_errors.items()
-            },
-        )
 
-
-def _field_errors(text: str) -> dict[str, list[str]]:
+def _field_errors(text: str, safe: Callable[[str], str]) -> dict[str, list[str]]:
     """Zomro's backup functions put ``{"field": ["message", ...]}`` as a JSON string in $object."""
     if not text.lstrip().startswith("{"):
         return {}
@@ -338,25 +346,35 @@ def _field_errors(text: str) -> dict[str, list[str]]:
     result: dict[str, list[str]] = {}
     for name, value in parsed.items():
         items = value if isinstance(value, list) else [value]
-        texts = [clean_text(item) for item in items if isinstance(item, str)]
-        result[clean_text(str(name))] = texts or ["invalid value"]
+        texts = [safe(item) for item in items if isinstance(item, str)]
+        result[safe(str(name))] = texts or ["invalid value"]
     return result
 
 
-def read_error(doc: Mapping[str, object]) -> ErrorInfo | None:
-    """``doc.error`` unwrapped, or None when the answer is not an error."""
+def read_error(
+    doc: Mapping[str, object], *, redact: Callable[[str], str] = _no_redaction
+) -> ErrorInfo | None:
+    """``doc.error`` unwrapped, or None when the answer is not an error.
+
+    ``redact`` removes secrets from each echoed text before it is cleaned and cut: cleaning first
+    could change a secret (a tab in a password) or cut it in half, and the rest would leak.
+    """
     if "error" not in doc:
         return None
     error = doc["error"]
     if not isinstance(error, dict):
         return ErrorInfo(type="", object="", message="error of unexpected shape")
+
+    def safe(text: str) -> str:
+        return clean_text(redact(text))
+
     raw_object = scalar(error.get("$object")) or ""
-    field_errors = _field_errors(raw_object)
+    field_errors = _field_errors(raw_object, safe)
     return ErrorInfo(
-        type=clean_text(scalar(error.get("$type")) or "").lower(),
-        object="" if field_errors else clean_text(raw_object),
-        message=clean_text(scalar(error.get("msg")) or ""),
-        detail=clean_text(scalar(error.get("detail")) or ""),
+        type=safe(scalar(error.get("$type")) or "").lower(),
+        object="" if field_errors else safe(raw_object),
+        message=safe(scalar(error.get("msg")) or ""),
+        detail=safe(scalar(error.get("detail")) or ""),
         field_errors=field_errors,
     )
 
