@@ -12,6 +12,7 @@ from typing import Any
 
 BLOCK_STATUSES = (403, 460, 429)
 OUTAGE_MODES = ("reset", "503")
+HOSTILE_MODES = ("truncated", "wrong_types", "html")
 
 
 class FaultError(ValueError):
@@ -41,6 +42,10 @@ class Faults:
     """How many creates to answer late; None means all while set."""
     outage: str | None = None
     """``reset`` (connections reset) or ``503``; the control endpoint keeps working."""
+    two_factor: bool = False
+    """The accounts ask for a second factor: a right password gets the code form, not a session."""
+    hostile: str | None = None
+    """Every call but the login answered 200 with a body that is not Zomro's document."""
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     # ------------------------------------------------------------------ decisions
@@ -86,6 +91,8 @@ class Faults:
             "late_create_drop",
             "late_create_count",
             "outage",
+            "two_factor",
+            "hostile",
         ):
             setattr(self, name, getattr(fresh, name))
 
@@ -113,6 +120,8 @@ class Faults:
             "latency": self.latency,
             "late_create": late,
             "outage": self.outage,
+            "two_factor": self.two_factor,
+            "hostile": self.hostile,
         }
 
     def update(self, data: dict[str, Any], now: float) -> None:
@@ -242,6 +251,20 @@ def _set_outage(f: Faults, value: Any, _now: float) -> None:
     f.outage = value
 
 
+def _set_two_factor(f: Faults, value: Any, _now: float) -> None:
+    if not isinstance(value, bool):
+        raise FaultError("two_factor must be true or false")
+    f.two_factor = value
+
+
+def _set_hostile(f: Faults, value: Any, _now: float) -> None:
+    if value is False:
+        value = None
+    if value is not None and value not in HOSTILE_MODES:
+        raise FaultError(f"hostile must be null or one of {HOSTILE_MODES}")
+    f.hostile = value
+
+
 _SETTERS = {
     "error_rate": _set_error_rate,
     "error_status": _set_error_status,
@@ -251,4 +274,6 @@ _SETTERS = {
     "latency": _set_latency,
     "late_create": _set_late_create,
     "outage": _set_outage,
+    "two_factor": _set_two_factor,
+    "hostile": _set_hostile,
 }
