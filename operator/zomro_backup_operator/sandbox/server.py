@@ -132,9 +132,7 @@ class Sandbox:
         try:
             if faults.latency > 0:
                 await asyncio.sleep(faults.latency)
-            result = self.api.handle(
-                params, request.remote or "", second_factor=faults.two_factor
-            )
+            result = self.api.handle(params, request.remote or "", second_factor=faults.two_factor)
             late = faults.take_late_create() if result.created_schedule else None
             if late is not None:
                 seconds, drop = late
