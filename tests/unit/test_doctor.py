@@ -93,7 +93,8 @@ async def test_a_healthy_account_reports_what_worked_and_exits_zero(sb: RunningS
     assert f"schedule {EMPTY_INSTANCE}: no rows, and no 'elem' key, as documented" in out
     assert "refusals come as HTTP 200 doc.error ($type='access'" in out
     assert "fields the client does not read: ['os_distro', 'os_version']" in out
-    assert "ZOMRO_MAX_IN_FLIGHT=" in out and "ZOMRO_PROVIDER_TIMEZONE" in out
+    assert "ZOMRO_MAX_IN_FLIGHT=" in out
+    assert "ZOMRO_PROVIDER_TIMEZONE" in out
 
 
 async def test_doctor_changes_nothing_without_the_write_test(sb: RunningSandbox) -> None:

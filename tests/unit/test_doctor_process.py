@@ -47,8 +47,16 @@ def start_doctor(sandbox: SandboxProcess, *args: str) -> subprocess.Popen[str]:
     os.close(write_end)
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "zomro_backup_operator", "doctor", "--username", "demo"]
-            + ["--password-stdin", *args],
+            [
+                sys.executable,
+                "-m",
+                "zomro_backup_operator",
+                "doctor",
+                "--username",
+                "demo",
+                "--password-stdin",
+                *args,
+            ],
             stdin=read_end,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

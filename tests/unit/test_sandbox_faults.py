@@ -381,7 +381,8 @@ async def test_two_factor_answers_a_right_password_with_the_code_form_and_no_ses
 
     login = await api(http, sb, func="auth", username="demo", password="demo")
     doc = login.json()["doc"]
-    assert "auth" not in doc and "error" not in doc
+    assert "auth" not in doc
+    assert "error" not in doc
     assert "totp" in doc
     assert sb.state.sessions == {}
     refused = (await api(http, sb, func="instances")).json()["doc"]
