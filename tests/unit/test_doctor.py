@@ -189,6 +189,14 @@ async def test_each_fault_mode_gives_its_exit_code_and_says_why(
     assert PASSWORD not in out
 
 
+async def test_a_refused_login_recommends_no_settings_it_could_not_measure(
+    sb: RunningSandbox,
+) -> None:
+    _, out, _ = await doctor("wrong-password", as_json=True)
+
+    assert json.loads(out)["recommendations"] == []
+
+
 # --- the write test ----------------------------------------------------------------------------
 
 

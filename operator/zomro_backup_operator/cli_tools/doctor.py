@@ -156,7 +156,8 @@ class Report:
             for func, times in sorted(self.round_trips.items()):
                 s = _stats(times)
                 lines.append(
-                    f"  {func:<40}{s['calls']:>3} calls  median {s['median']:.3f}  "
+                    f"  {func:<40}{s['calls']:>3} call{'s' if s['calls'] > 1 else ' '}  "
+                    f"median {s['median']:.3f}  "
                     f"max {s['max']:.3f}"
                 )
             lines.append("")
@@ -394,7 +395,8 @@ class Doctor:
                     await WriteTest(client, self.report, self._recorder, self._say).run(
                         write_test_instance
                     )
-        self._recommend()
+        if self.report.fatal is None:
+            self._recommend()
         return self.report
 
     def _fail(self, step: str, exc: ZomroError, answers: list[RawAnswer]) -> None:
