@@ -3,9 +3,10 @@ the operator's settings, and exit codes that scripts can rely on."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -138,23 +139,31 @@ def kube_api_client(kubeconfig: str | None) -> Any:
         raise ToolError(ExitCode.KUBERNETES, f"cannot load the kubeconfig: {exc}") from None
 
 
-def _read_secret(ref: SecretRef, kubeconfig: str | None) -> Credentials:
+@contextlib.contextmanager
+def kubernetes_errors(what: str) -> Iterator[None]:
+    """Turn a failed Kubernetes call into a ToolError saying what could not be done."""
     from kubernetes.client import ApiException
 
+    try:
+        yield
+    except ApiException as exc:
+        # Its text holds the response body; the status says enough.
+        raise ToolError(
+            ExitCode.KUBERNETES, f"cannot {what}: HTTP {exc.status} {exc.reason}"
+        ) from None
+    except ToolError:
+        raise
+    except Exception as exc:  # urllib3's connection errors come in many classes
+        raise ToolError(ExitCode.KUBERNETES, f"cannot {what}: {type(exc).__name__}") from None
+
+
+def _read_secret(ref: SecretRef, kubeconfig: str | None) -> Credentials:
     from zomro_backup_operator.kube import Kube
 
     api = kube_api_client(kubeconfig)
     try:
-        data = Kube(api).read_secret_data(ref.namespace, ref.name)
-    except ApiException as exc:
-        # Its text holds the response body; the status says enough.
-        raise ToolError(
-            ExitCode.KUBERNETES, f"cannot read Secret {ref}: HTTP {exc.status} {exc.reason}"
-        ) from None
-    except Exception as exc:  # urllib3's connection errors come in many classes
-        raise ToolError(
-            ExitCode.KUBERNETES, f"cannot read Secret {ref}: {type(exc).__name__}"
-        ) from None
+        with kubernetes_errors(f"read Secret {ref}"):
+            data = Kube(api).read_secret_data(ref.namespace, ref.name)
     finally:
         api.close()
     if data is None:

@@ -281,27 +281,31 @@ def check_schedule_values(answers: list[RawAnswer], *, where: str) -> list[Findi
         findings.append(
             Finding("ok", where, f"days as English names, e.g. {good_days[0]!r}, as documented")
         )
-    for text in odd_days[:3]:
+    findings += _odd_values(odd_days, "rotation_days", wire.parse_listed_days, where)
+    odd_times = sorted(t for t in times_seen if not _HH_MM.fullmatch(t))
+    findings += _odd_values(odd_times, "rotation_time", wire.normalize_time, where)
+    return findings
+
+
+def _odd_values(
+    texts: list[str], name: str, parse: Callable[[str], object], where: str
+) -> list[Finding]:
+    """Values in an undocumented form: a note when the client still reads them, else a problem."""
+    findings = []
+    for text in texts[:3]:
         try:
-            wire.parse_listed_days(text)
+            parse(text)
         except ValueError:
             findings.append(
-                Finding("problem", where, f"rotation_days the client cannot read: {text[:60]!r}")
+                Finding("problem", where, f"{name} the client cannot read: {text[:60]!r}")
             )
         else:
             findings.append(
-                Finding("note", where, f"rotation_days in an undocumented form: {text[:60]!r}")
-            )
-    for text in sorted(t for t in times_seen if not _HH_MM.fullmatch(t))[:3]:
-        try:
-            wire.normalize_time(text)
-        except ValueError:
-            findings.append(
-                Finding("problem", where, f"rotation_time the client cannot read: {text[:20]!r}")
-            )
-        else:
-            findings.append(
-                Finding("note", where, f"rotation_time not HH:MM (the client copes): {text!r}")
+                Finding(
+                    "note",
+                    where,
+                    f"{name} in an undocumented form (the client copes): {text[:60]!r}",
+                )
             )
     return findings
 

@@ -17,6 +17,7 @@ from zomro_backup_operator.cli_tools.access import (
     ToolError,
     exit_code_for,
     kube_api_client,
+    kubernetes_errors,
     open_client,
 )
 from zomro_backup_operator.cli_tools.manifests import (
@@ -51,20 +52,17 @@ def read_cluster(kubeconfig: str | None, namespace: str | None) -> ClusterView:
     default_namespace = namespace or _context_namespace(kubeconfig, config)
     api = kube_api_client(kubeconfig)
     try:
-        listing = cast(
-            dict[str, Any],
-            client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, PLURAL),
-        )
-    except ApiException as exc:
-        if exc.status == 404:  # the CRD is not installed: nothing can be claimed
-            return ClusterView({}, frozenset(), default_namespace)
-        raise ToolError(
-            ExitCode.KUBERNETES, f"cannot list BackupSchedules: HTTP {exc.status} {exc.reason}"
-        ) from None
-    except Exception as exc:  # urllib3's connection errors come in many classes
-        raise ToolError(
-            ExitCode.KUBERNETES, f"cannot list BackupSchedules: {type(exc).__name__}"
-        ) from None
+        with kubernetes_errors("list BackupSchedules"):
+            try:
+                listing = cast(
+                    dict[str, Any],
+                    client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, PLURAL),
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                # The CRD is not installed: nothing can be claimed.
+                return ClusterView({}, frozenset(), default_namespace)
     finally:
         api.close()
     claims: dict[str, str] = {}
