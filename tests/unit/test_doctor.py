@@ -19,12 +19,12 @@ from zomro_backup_operator.cli_tools.access import (
     ToolError,
     find_credentials,
 )
-from zomro_backup_operator.cli_tools.doctor import (
-    MARK,
+from zomro_backup_operator.cli_tools.answer_checks import (
     check_list_answers,
     check_schedule_values,
 )
 from zomro_backup_operator.cli_tools.raw_answers import RawAnswer
+from zomro_backup_operator.cli_tools.write_test import MARK
 from zomro_backup_operator.sandbox import RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import AccountConfig, InstanceConfig, SandboxConfig
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from zomro_backup_operator.cli_tools.access import ExitCode
-from zomro_backup_operator.cli_tools.doctor import MARK
+from zomro_backup_operator.cli_tools.write_test import MARK
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 
 INSTANCE = "5203773"
