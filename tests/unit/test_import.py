@@ -105,6 +105,21 @@ def test_times_and_ids_are_quoted_so_no_yaml_reader_takes_them_for_numbers() -> 
     assert 'zomro.com/schedule-id: "14"' in text
 
 
+def test_a_server_name_with_a_line_break_cannot_add_yaml_to_the_output() -> None:
+    hostile = Schedule(
+        id="14",
+        instance_id=INSTANCE,
+        name="n",
+        days=frozenset({Weekday.MONDAY}),
+        time="02:01",
+        server_name="box)\napiVersion: v1\nkind: Secret\n---\n#",
+    )
+
+    documents = list(yaml.safe_load_all(render([hostile], ManifestOptions())))
+
+    assert [d["kind"] for d in documents] == ["BackupSchedule"]
+
+
 def test_several_schedules_become_separate_documents() -> None:
     text = render([schedule("a", "14"), schedule("b", "15")], ManifestOptions())
     assert [d["metadata"]["name"] for d in yaml.safe_load_all(text)] == ["a-14", "b-15"]

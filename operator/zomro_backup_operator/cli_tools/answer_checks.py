@@ -66,7 +66,10 @@ def check_list_answers(
         optional = [name for name in missing if name not in required_missing]
         findings.append(Finding("note", where, f"rows lack documented fields: {optional}"))
     if extra:
-        findings.append(Finding("note", where, f"fields the client does not read: {extra}"))
+        more = f" and {len(extra) - 20} more" if len(extra) > 20 else ""
+        findings.append(
+            Finding("note", where, f"fields the client does not read: {extra[:20]}{more}")
+        )
     bare = sorted(
         {str(key) for row in all_rows for key, value in row.items() if isinstance(value, str)}
     )

@@ -156,7 +156,7 @@ class Doctor:
             self.report.add("ok", "login", "a session was opened (func=auth)")
         else:
             self.report.add("ok", "login", "the session token is accepted")
-        names = ", ".join(f"{i.id} {i.name}" for i in instances[:10]) or "none"
+        names = ", ".join(f"{i.id} {wire.clean_text(i.name)}" for i in instances[:10]) or "none"
         self.report.add("ok", FUNC_INSTANCES, f"{len(instances)} listed ({names})")
         self.report.findings += check_list_answers(
             self._recorder.since(mark, FUNC_INSTANCES),
@@ -172,7 +172,7 @@ class Doctor:
     async def _schedules(self, client: ZomroClient, instance: Instance) -> None:
         where = f"{FUNC_SCHEDULES} {instance.id}"
         mark = len(self._recorder.answers)
-        entry: dict[str, Any] = {"id": instance.id, "name": instance.name}
+        entry: dict[str, Any] = {"id": instance.id, "name": wire.clean_text(instance.name)}
         self.report.instances.append(entry)
         try:
             schedules = await client.list_schedules(instance.id)

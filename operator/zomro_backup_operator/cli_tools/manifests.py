@@ -12,6 +12,7 @@ import yaml
 
 from zomro_backup_operator.resources import ADOPT_ANNOTATION, GROUP, KIND, VERSION
 from zomro_backup_operator.zomro.models import MAX_NAME_LENGTH, Schedule
+from zomro_backup_operator.zomro.wire import clean_text
 
 MAX_RESOURCE_NAME = 63
 """A DNS-1123 label: short enough for any tool that puts the name into a label."""
@@ -84,7 +85,8 @@ def render(schedules: Iterable[Schedule], options: ManifestOptions) -> str:
     """Multi-document YAML, one resource per schedule, each under a comment naming its origin."""
     documents = []
     for schedule in schedules:
-        server = f" ({schedule.server_name})" if schedule.server_name else ""
+        # Zomro's text inside a comment: a line break in it would end the comment.
+        server = f" ({clean_text(schedule.server_name)})" if schedule.server_name else ""
         body = yaml.dump(
             manifest(schedule, options), Dumper=_Dumper, sort_keys=False, allow_unicode=True
         )
