@@ -64,11 +64,117 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the sandbox's data in this file across restarts",
     )
+
+    credentials = _credential_flags()
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[credentials],
+        help="check a Zomro account's answers and recommend settings (read-only by default)",
+        description="Log in, list instances and schedules, check every answer against what the "
+        "operator expects, measure round trips and recommend settings. Changes nothing unless "
+        "--write-test is given. Exit codes: 0 ok, 1 problems found, 2 usage, 3 login refused, "
+        "4 Zomro unreachable, 5 blocked by Zomro's edge, 6 Kubernetes unreachable, "
+        "130 interrupted.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument(
+        "--write-test",
+        action="store_true",
+        help="create, read, change and delete one schedule named zbo-doctor-* on --instance",
+    )
+    doctor.add_argument("--instance", type=_instance_id, default=None, help="instance id")
+
+    importer = sub.add_parser(
+        "import",
+        parents=[credentials],
+        help="print BackupSchedule manifests that adopt the account's existing schedules",
+        description="List the account's schedules and print BackupSchedule manifests (YAML, "
+        "ready for kubectl apply) that adopt them; schedules already claimed by a resource in "
+        "the cluster are skipped and listed on stderr. Exit codes as for doctor.",
+    )
+    importer.add_argument(
+        "--instance",
+        type=_instance_id,
+        action="append",
+        default=[],
+        dest="instances",
+        help="only this instance (repeatable; default: all of the account's)",
+    )
+    importer.add_argument("-n", "--namespace", default=None, help="metadata.namespace to set")
+    importer.add_argument(
+        "--credentials-secret",
+        metavar="NAME",
+        default=None,
+        help="spec.credentialsSecretRef.name to set (a Secret in the resources' namespace)",
+    )
+    importer.add_argument(
+        "--deletion-policy",
+        choices=("Orphan", "Delete"),
+        default="Orphan",
+        help="spec.deletionPolicy (default Orphan: deleting a manifest keeps the schedule)",
+    )
+    importer.add_argument(
+        "--no-cluster",
+        action="store_true",
+        help="do not look for resources that already claim the schedules",
+    )
     return parser
 
 
+def _credential_flags() -> argparse.ArgumentParser:
+    """Credentials as the operator takes them, for doctor and import."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--secret",
+        metavar="NAMESPACE/NAME",
+        default=None,
+        help="read username/password or token from this Secret (default: ZOMRO_CREDENTIALS_SECRET)",
+    )
+    flags.add_argument("--username", default=None, help="Zomro login, with --password-stdin")
+    flags.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    flags.add_argument("--token-stdin", action="store_true", help="read a session id from stdin")
+    flags.add_argument(
+        "--kubeconfig", metavar="FILE", default=None, help="kubeconfig (default: the current one)"
+    )
+    return flags
+
+
+def _instance_id(value: str) -> str:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"an instance id is digits, got {value!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("doctor", "import"):
+        from zomro_backup_operator.cli_tools import commands
+        from zomro_backup_operator.cli_tools.access import CredentialSource
+
+        source = CredentialSource(
+            secret=args.secret,
+            username=args.username,
+            password_stdin=args.password_stdin,
+            token_stdin=args.token_stdin,
+            kubeconfig=args.kubeconfig,
+        )
+        if args.command == "doctor":
+            if args.write_test and args.instance is None:
+                parser.error("--write-test needs --instance")
+            return commands.doctor(
+                source,
+                write_test_instance=args.instance if args.write_test else None,
+                as_json=args.json,
+            )
+        return commands.import_schedules(
+            source,
+            instances=args.instances,
+            namespace=args.namespace,
+            secret_name=args.credentials_secret,
+            deletion_policy=args.deletion_policy,
+            check_cluster=not args.no_cluster,
+        )
     if args.command == "sandbox":
         from zomro_backup_operator.sandbox.server import serve
 

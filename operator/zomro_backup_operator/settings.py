@@ -147,3 +147,9 @@ def _choice(
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def parse_secret_ref(name: str, value: str) -> SecretRef | None:
+    """``namespace/name`` as ``ZOMRO_CREDENTIALS_SECRET`` takes it (None when empty); errors name
+    ``name``, the variable or flag it came from."""
+    return _secret_ref({name: value}, name)

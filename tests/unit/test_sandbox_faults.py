@@ -466,3 +466,51 @@ async def test_the_control_endpoint_refuses_writes_that_are_not_json(
     assert response.status_code == 415
     assert len(sb.state.schedules_of(INSTANCE)) == 1
     assert sb.faults.outage is None
+
+
+# --------------------------------------------------------------------------- second factor, hostile
+
+
+async def test_two_factor_answers_a_right_password_with_the_code_form_and_no_session(
+    sb: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    response = await control(http, sb, "PATCH", "/faults", {"two_factor": True})
+    assert response.json()["two_factor"] is True
+
+    login = await api(http, sb, func="auth", username="demo", password="demo")
+    doc = login.json()["doc"]
+    assert "auth" not in doc
+    assert "error" not in doc
+    assert "totp" in doc
+    assert sb.state.sessions == {}
+    refused = (await api(http, sb, func="instances")).json()["doc"]
+    assert refused["error"]["$type"] == "access"
+    wrong = await api(http, sb, func="auth", username="demo", password="nope")
+    assert wrong.json()["doc"]["error"]["$object"] == "badpassword"
+
+
+@pytest.mark.parametrize("mode", ["truncated", "wrong_types", "html"])
+async def test_hostile_answers_are_200_bodies_that_are_not_zomro_documents_after_a_good_login(
+    sb: RunningSandbox, http: httpx.AsyncClient, mode: str
+) -> None:
+    sb.set_faults(hostile=mode)
+    login = await api(http, sb, func="auth", username="demo", password="demo")
+    assert "auth" in login.json()["doc"]
+
+    response = await api(http, sb, **CREATE)
+
+    assert response.status_code == 200
+    assert sb.state.schedules == {}
+    try:
+        parsed = response.json()
+    except json.JSONDecodeError:
+        return
+    assert not isinstance(parsed["doc"]["elem"][0]["id"], dict)
+
+
+async def test_an_unknown_hostile_mode_is_refused_by_the_control_endpoint(
+    sb: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    response = await control(http, sb, "PATCH", "/faults", {"hostile": "sometimes"})
+    assert response.status_code == 400
+    assert sb.faults.hostile is None

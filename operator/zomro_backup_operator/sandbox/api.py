@@ -118,14 +118,18 @@ class Api:
 
     # ------------------------------------------------------------------ entry points
 
-    def handle(self, params: Mapping[str, str], client_ip: str) -> ApiResult:
+    def handle(
+        self, params: Mapping[str, str], client_ip: str, *, second_factor: bool = False
+    ) -> ApiResult:
+        """Serve one call. ``second_factor``: accounts ask for a one-time code at login, which
+        an API call cannot give (the ``two_factor`` fault)."""
         lang = language(params)
         func = params.get("func", "")
         call = _Call(params=params, lang=lang, func=func, account="")
         try:
             if func == "auth":
-                return self._auth(call, client_ip)
-            call.account = self._authenticate(call, client_ip)
+                return self._auth(call, client_ip, second_factor=second_factor)
+            call.account = self._authenticate(call, client_ip, second_factor=second_factor)
             handler = self._funcs.get(func)
             if handler is None:
                 raise ApiError("missed", "func", call.msg("missed_func", func))
@@ -181,10 +185,15 @@ class Api:
 
     # ------------------------------------------------------------------ authentication
 
-    def _auth(self, call: _Call, client_ip: str) -> ApiResult:
+    def _auth(self, call: _Call, client_ip: str, *, second_factor: bool) -> ApiResult:
         username = call.params.get("username", "")
         password = call.params.get("password", "")
         self._check_login(call, client_ip, username, password)
+        if second_factor:
+            # The login form again, now asking for the code: no session and no error.
+            form = {"func": scalar("auth"), "username": scalar(username), "totp": scalar("")}
+            doc = {"doc": {**self.meta(call), **form}}
+            return ApiResult(doc=doc, account=username, outcome="totp:required")
         sid = self.state.open_session(username)
         doc = {"doc": {**self.meta(call), "auth": {"$id": sid, "$level": "16", "$": sid}}}
         return ApiResult(doc=doc, account=username, outcome="ok")
@@ -197,11 +206,13 @@ class Api:
             self.state.record_login_failure(keys)
             raise ApiError("auth", "badpassword", call.msg("badpassword"))
 
-    def _authenticate(self, call: _Call, client_ip: str) -> str:
+    def _authenticate(self, call: _Call, client_ip: str, *, second_factor: bool) -> str:
         authinfo = call.params.get("authinfo")
         if authinfo is not None:
             username, _, password = authinfo.partition(":")
             self._check_login(call, client_ip, username, password)
+            if second_factor:
+                raise ApiError("access", "", call.msg("access"))
             return username
         sid = call.params.get("auth", "")
         account = self.state.use_session(sid) if sid else None

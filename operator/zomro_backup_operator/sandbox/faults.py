@@ -13,6 +13,7 @@ from typing import Any
 BLOCK_STATUSES = (403, 460, 429)
 OUTAGE_MODES = ("reset", "503")
 NAME_CASES = ("lower", "upper")
+HOSTILE_MODES = ("truncated", "wrong_types", "html")
 
 
 class FaultError(ValueError):
@@ -50,6 +51,10 @@ class Faults:
     """Store schedule names cut to this many characters (over 60 are still refused)."""
     listing_delay: float = 0.0
     """Seconds after a create before listings show the new schedule (eventual consistency)."""
+    two_factor: bool = False
+    """The accounts ask for a second factor: a right password gets the code form, not a session."""
+    hostile: str | None = None
+    """Every call but the login answered 200 with a body that is not Zomro's document."""
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     # ------------------------------------------------------------------ decisions
@@ -111,6 +116,8 @@ class Faults:
             "name_case",
             "name_cut",
             "listing_delay",
+            "two_factor",
+            "hostile",
         ):
             setattr(self, name, getattr(fresh, name))
 
@@ -140,6 +147,8 @@ class Faults:
             "outage": self.outage,
             "names": {"collapse": self.name_collapse, "case": self.name_case, "cut": self.name_cut},
             "listing_delay": self.listing_delay,
+            "two_factor": self.two_factor,
+            "hostile": self.hostile,
         }
 
     def update(self, data: dict[str, Any], now: float) -> None:
@@ -294,6 +303,20 @@ def _set_listing_delay(f: Faults, value: Any, _now: float) -> None:
     f.listing_delay = _number(value, "listing_delay", 0, 3600)
 
 
+def _set_two_factor(f: Faults, value: Any, _now: float) -> None:
+    if not isinstance(value, bool):
+        raise FaultError("two_factor must be true or false")
+    f.two_factor = value
+
+
+def _set_hostile(f: Faults, value: Any, _now: float) -> None:
+    if value is False:
+        value = None
+    if value is not None and value not in HOSTILE_MODES:
+        raise FaultError(f"hostile must be null or one of {HOSTILE_MODES}")
+    f.hostile = value
+
+
 _SETTERS = {
     "error_rate": _set_error_rate,
     "error_status": _set_error_status,
@@ -305,4 +328,6 @@ _SETTERS = {
     "outage": _set_outage,
     "names": _set_names,
     "listing_delay": _set_listing_delay,
+    "two_factor": _set_two_factor,
+    "hostile": _set_hostile,
 }

@@ -124,6 +124,9 @@ class Sandbox:
         if faults.should_error(func):
             response = _error_page(faults.error_status)
             return self._finish(started, func, None, f"http:{faults.error_status}", response)
+        if faults.hostile is not None and func != "auth":
+            response = _hostile_answer(faults.hostile)
+            return self._finish(started, func, None, f"hostile:{faults.hostile}", response)
 
         sid = params.get("auth") if "authinfo" not in params else None
         if sid and sid in self._in_process:
@@ -134,7 +137,7 @@ class Sandbox:
         try:
             if faults.latency > 0:
                 await asyncio.sleep(faults.latency)
-            result = self.api.handle(params, request.remote or "")
+            result = self.api.handle(params, request.remote or "", second_factor=faults.two_factor)
             late = faults.take_late_create() if result.created_schedule else None
             if late is not None:
                 seconds, drop = late
@@ -360,6 +363,19 @@ def _error_page(status: int) -> web.Response:
         text=_ERROR_PAGE.format(status, reason),
         content_type="text/html",
     )
+
+
+_HOSTILE_BODIES = {
+    "truncated": ("application/json", '{"doc": {"elem": [{"id": {"$": "1'),
+    "wrong_types": ("application/json", '{"doc": {"elem": [{"id": [1, 2], "name": 7}]}}'),
+    "html": ("text/html", "<html><head><title>Maintenance</title></head><body></body></html>"),
+}
+
+
+def _hostile_answer(mode: str) -> web.Response:
+    """HTTP 200 with a body that is not the document Zomro promises (the ``hostile`` fault)."""
+    content_type, text = _HOSTILE_BODIES[mode]
+    return web.Response(text=text, content_type=content_type)
 
 
 def _reset(request: web.Request) -> web.Response:
