@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.resources
-import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -116,16 +115,16 @@ def provider_schedule(
         (run, _on_provider_clock(run, wanted, user_zone, provider_zone))
         for run in _runs(wanted, user_zone, at - _LOOKBACK)
     )
-    for (earlier, old), (later, new) in itertools.pairwise(converted):
-        if later < at:
-            continue
-        if old != new:
+    earlier, old = next(converted)
+    while True:
+        later, new = next(converted)
+        if later >= at and old != new:
             switch = _switch_instant(earlier, old, later, new, provider_zone)
             if switch > at:
                 return _provider_schedule(old, switch)
         elif earlier > at + CHANGE_HORIZON:
             return _provider_schedule(old, None)
-    raise AssertionError("unreachable: the runs of a weekly schedule never end")
+        earlier, old = later, new
 
 
 def format_rfc3339(instant: dt.datetime) -> str:
