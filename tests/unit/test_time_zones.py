@@ -43,6 +43,10 @@ USER_ZONES = (
     "Australia/Sydney",
 )
 PROVIDER_ZONES = (FIXED_UTC_PLUS_3, DEFAULT_PROVIDER_ZONE)
+# Short names for the hand-checked tables.
+P3, KYIV = FIXED_UTC_PLUS_3, DEFAULT_PROVIDER_ZONE
+BERLIN, LONDON = "Europe/Berlin", "Europe/London"
+NEW_YORK, SYDNEY = "America/New_York", "Australia/Sydney"
 EVERY_DAY = frozenset(Weekday)
 WORKDAYS = frozenset({Weekday.MONDAY, Weekday.TUESDAY, Weekday.WEDNESDAY, Weekday.THURSDAY})
 SUN, MON, SAT = Weekday.SUNDAY, Weekday.MONDAY, Weekday.SATURDAY
@@ -184,75 +188,35 @@ def test_the_transitions_scanned_from_tzdata_are_the_ones_known_for_2026_and_202
     ("days", "time", "user_zone", "provider_zone", "at", "expected_days", "expected_time"),
     [
         # Sunday 23:30 UTC is Monday 02:30 at UTC+3, all year.
-        ({SUN}, "23:30", "UTC", FIXED_UTC_PLUS_3, utc(2026, 1, 5), {MON}, "02:30"),
-        ({SUN}, "23:30", "UTC", FIXED_UTC_PLUS_3, utc(2026, 7, 5), {MON}, "02:30"),
+        ({SUN}, "23:30", "UTC", P3, utc(2026, 1, 5), {MON}, "02:30"),
+        ({SUN}, "23:30", "UTC", P3, utc(2026, 7, 5), {MON}, "02:30"),
         # London in winter is UTC+0: Monday 01:00 is 01:00 UTC, 04:00 at UTC+3.
-        ({MON}, "01:00", "Europe/London", FIXED_UTC_PLUS_3, utc(2026, 1, 5), {MON}, "04:00"),
+        ({MON}, "01:00", LONDON, P3, utc(2026, 1, 5), {MON}, "04:00"),
         # In summer (BST, +1) it is 00:00 UTC, 03:00 at UTC+3.
-        ({MON}, "01:00", "Europe/London", FIXED_UTC_PLUS_3, utc(2026, 7, 5), {MON}, "03:00"),
+        ({MON}, "01:00", LONDON, P3, utc(2026, 7, 5), {MON}, "03:00"),
         # Kyiv (+2/+3) and London (+0/+1) change on the same instant: always two hours apart.
-        ({MON}, "01:00", "Europe/London", DEFAULT_PROVIDER_ZONE, utc(2026, 1, 5), {MON}, "03:00"),
-        ({MON}, "01:00", "Europe/London", DEFAULT_PROVIDER_ZONE, utc(2026, 7, 5), {MON}, "03:00"),
+        ({MON}, "01:00", LONDON, KYIV, utc(2026, 1, 5), {MON}, "03:00"),
+        ({MON}, "01:00", LONDON, KYIV, utc(2026, 7, 5), {MON}, "03:00"),
         # Berlin workdays 02:30: winter (+1) 01:30 UTC = 04:30 at +3; summer (+2) 03:30.
-        (WORKDAYS, "02:30", "Europe/Berlin", FIXED_UTC_PLUS_3, utc(2026, 2, 1), WORKDAYS, "04:30"),
-        (WORKDAYS, "02:30", "Europe/Berlin", FIXED_UTC_PLUS_3, utc(2026, 8, 1), WORKDAYS, "03:30"),
+        (WORKDAYS, "02:30", BERLIN, P3, utc(2026, 2, 1), WORKDAYS, "04:30"),
+        (WORKDAYS, "02:30", BERLIN, P3, utc(2026, 8, 1), WORKDAYS, "03:30"),
         # New York Friday 22:00: EST (-5) is Saturday 03:00 UTC = 06:00 at +3; EDT (-4) 05:00.
-        (
-            {Weekday.FRIDAY},
-            "22:00",
-            "America/New_York",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 1, 5),
-            {SAT},
-            "06:00",
-        ),
-        (
-            {Weekday.FRIDAY},
-            "22:00",
-            "America/New_York",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 7, 5),
-            {SAT},
-            "05:00",
-        ),
+        ({Weekday.FRIDAY}, "22:00", NEW_YORK, P3, utc(2026, 1, 5), {SAT}, "06:00"),
+        ({Weekday.FRIDAY}, "22:00", NEW_YORK, P3, utc(2026, 7, 5), {SAT}, "05:00"),
         # Kolkata (+05:30) Monday 01:00 is Sunday 19:30 UTC: 22:30 at +3, 21:30 / 22:30 in Kyiv.
-        ({MON}, "01:00", "Asia/Kolkata", FIXED_UTC_PLUS_3, utc(2026, 1, 5), {SUN}, "22:30"),
-        ({MON}, "01:00", "Asia/Kolkata", DEFAULT_PROVIDER_ZONE, utc(2026, 1, 5), {SUN}, "21:30"),
-        ({MON}, "01:00", "Asia/Kolkata", DEFAULT_PROVIDER_ZONE, utc(2026, 7, 5), {SUN}, "22:30"),
+        ({MON}, "01:00", "Asia/Kolkata", P3, utc(2026, 1, 5), {SUN}, "22:30"),
+        ({MON}, "01:00", "Asia/Kolkata", KYIV, utc(2026, 1, 5), {SUN}, "21:30"),
+        ({MON}, "01:00", "Asia/Kolkata", KYIV, utc(2026, 7, 5), {SUN}, "22:30"),
         # Kathmandu (+05:45) Monday 01:00 is Sunday 19:15 UTC: 22:15 at +3.
-        ({MON}, "01:00", "Asia/Kathmandu", FIXED_UTC_PLUS_3, utc(2026, 7, 5), {SUN}, "22:15"),
+        ({MON}, "01:00", "Asia/Kathmandu", P3, utc(2026, 7, 5), {SUN}, "22:15"),
         # Kathmandu Sunday and Monday 04:00 is 22:15 UTC the day before: 01:15 at +3, same days.
-        (
-            {SUN, MON},
-            "04:00",
-            "Asia/Kathmandu",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 7, 5),
-            {SUN, MON},
-            "01:15",
-        ),
+        ({SUN, MON}, "04:00", "Asia/Kathmandu", P3, utc(2026, 7, 5), {SUN, MON}, "01:15"),
         # Sydney Monday 01:00: January AEDT (+11) is Sunday 14:00 UTC = 17:00 at +3 = 16:00 Kyiv
         # (+2); July AEST (+10) is Sunday 15:00 UTC = 18:00 at +3 = 18:00 Kyiv (+3).
-        ({MON}, "01:00", "Australia/Sydney", FIXED_UTC_PLUS_3, utc(2026, 1, 5), {SUN}, "17:00"),
-        ({MON}, "01:00", "Australia/Sydney", FIXED_UTC_PLUS_3, utc(2026, 7, 5), {SUN}, "18:00"),
-        (
-            {MON},
-            "01:00",
-            "Australia/Sydney",
-            DEFAULT_PROVIDER_ZONE,
-            utc(2026, 1, 5),
-            {SUN},
-            "16:00",
-        ),
-        (
-            {MON},
-            "01:00",
-            "Australia/Sydney",
-            DEFAULT_PROVIDER_ZONE,
-            utc(2026, 7, 5),
-            {SUN},
-            "18:00",
-        ),
+        ({MON}, "01:00", SYDNEY, P3, utc(2026, 1, 5), {SUN}, "17:00"),
+        ({MON}, "01:00", SYDNEY, P3, utc(2026, 7, 5), {SUN}, "18:00"),
+        ({MON}, "01:00", SYDNEY, KYIV, utc(2026, 1, 5), {SUN}, "16:00"),
+        ({MON}, "01:00", SYDNEY, KYIV, utc(2026, 7, 5), {SUN}, "18:00"),
     ],
 )
 def test_a_weekly_time_converts_to_the_providers_clock_with_days_moving_across_midnight(
@@ -275,85 +239,29 @@ def test_a_weekly_time_converts_to_the_providers_clock_with_days_moving_across_m
         # Saturday's run is 01:30 UTC (04:30 at +3); Sunday's is 02:30 UTC (05:30 at +3).
         # 05:30 last fires on Saturday 02:30 UTC; 04:30 would next fire Sunday 01:30 UTC. The
         # span Sat 02:30 - Sun 01:30 has its middle at Saturday 14:00 UTC.
-        (
-            "03:30",
-            "Europe/Berlin",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 10, 20),
-            "04:30",
-            utc(2026, 10, 24, 14),
-            "05:30",
-        ),
+        ("03:30", BERLIN, P3, utc(2026, 10, 20), "04:30", utc(2026, 10, 24, 14), "05:30"),
         # Berlin daily 03:00, spring 2026: Sunday's run (03:00 CEST) is the very instant of the
         # transition, 01:00 UTC, so changing at the transition would leave no time at all.
         # Saturday's run is 02:00 UTC (05:00 at +3); 04:00 at +3 last fired Saturday 01:00 UTC.
         # Span Sat 02:00 - Sun 01:00 UTC: middle Saturday 13:30 UTC.
-        (
-            "03:00",
-            "Europe/Berlin",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 3, 20),
-            "05:00",
-            utc(2026, 3, 28, 13, 30),
-            "04:00",
-        ),
+        ("03:00", BERLIN, P3, utc(2026, 3, 20), "05:00", utc(2026, 3, 28, 13, 30), "04:00"),
         # Berlin daily 02:30, spring 2026: Sunday has no 02:30, so no run (CronJob's rule).
         # Saturday 01:30 UTC (04:30 at +3), then Monday 00:30 UTC (03:30 at +3). 04:30 would fire
         # Sunday 01:30 UTC and 03:30 Sunday 00:30 UTC: the span is Sun 00:30 - 01:30, middle 01:00.
-        (
-            "02:30",
-            "Europe/Berlin",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 3, 20),
-            "04:30",
-            utc(2026, 3, 29, 1),
-            "03:30",
-        ),
+        ("02:30", BERLIN, P3, utc(2026, 3, 20), "04:30", utc(2026, 3, 29, 1), "03:30"),
         # Berlin daily 02:30, autumn 2026: 02:30 happens twice on Sunday (00:30 and 01:30 UTC),
         # both run (CronJob's rule): 03:30 at +3 for the first, 04:30 for the second.
-        (
-            "02:30",
-            "Europe/Berlin",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 10, 20),
-            "03:30",
-            utc(2026, 10, 25, 1),
-            "04:30",
-        ),
+        ("02:30", BERLIN, P3, utc(2026, 10, 20), "03:30", utc(2026, 10, 25, 1), "04:30"),
         # UTC daily 00:30 in Kyiv, autumn 2026: Sunday 00:30 UTC is 03:30 EEST, inside Kyiv's
         # repeated hour (04:00 EEST -> 03:00 EET at 01:00 UTC). 03:30 would fire again at 01:30
         # UTC, so the change to 02:30 comes before: middle of 00:30 - 01:30 UTC.
-        (
-            "00:30",
-            "UTC",
-            DEFAULT_PROVIDER_ZONE,
-            utc(2026, 10, 20),
-            "03:30",
-            utc(2026, 10, 25, 1),
-            "02:30",
-        ),
+        ("00:30", "UTC", KYIV, utc(2026, 10, 20), "03:30", utc(2026, 10, 25, 1), "02:30"),
         # UTC daily 01:30 in Kyiv, spring 2026: Saturday 03:30 EET, Sunday 04:30 EEST. 04:30 last
         # fired Saturday 02:30 UTC; 03:30 next exists Monday. Span Sat 02:30 - Sun 01:30 UTC.
-        (
-            "01:30",
-            "UTC",
-            DEFAULT_PROVIDER_ZONE,
-            utc(2026, 3, 20),
-            "03:30",
-            utc(2026, 3, 28, 14),
-            "04:30",
-        ),
+        ("01:30", "UTC", KYIV, utc(2026, 3, 20), "03:30", utc(2026, 3, 28, 14), "04:30"),
         # New York daily 01:30, autumn 2026: 01:30 EDT = 05:30 UTC and 01:30 EST = 06:30 UTC on
         # Sunday 1 Nov, both run: 08:30 then 09:30 at +3, changing at 06:00 UTC between them.
-        (
-            "01:30",
-            "America/New_York",
-            FIXED_UTC_PLUS_3,
-            utc(2026, 10, 28),
-            "08:30",
-            utc(2026, 11, 1, 6),
-            "09:30",
-        ),
+        ("01:30", NEW_YORK, P3, utc(2026, 10, 28), "08:30", utc(2026, 11, 1, 6), "09:30"),
     ],
 )
 def test_the_value_changes_once_in_the_middle_of_the_safe_span_around_a_transition(
@@ -378,11 +286,11 @@ def test_the_value_changes_once_in_the_middle_of_the_safe_span_around_a_transiti
 @pytest.mark.parametrize(
     ("user_zone", "provider_zone"),
     [
-        ("UTC", FIXED_UTC_PLUS_3),
-        ("Asia/Kolkata", FIXED_UTC_PLUS_3),
-        ("Asia/Kathmandu", FIXED_UTC_PLUS_3),
-        ("Europe/Berlin", DEFAULT_PROVIDER_ZONE),
-        ("Europe/London", DEFAULT_PROVIDER_ZONE),
+        ("UTC", P3),
+        ("Asia/Kolkata", P3),
+        ("Asia/Kathmandu", P3),
+        (BERLIN, KYIV),
+        (LONDON, KYIV),
     ],
 )
 def test_zones_that_keep_their_distance_never_need_an_update(
