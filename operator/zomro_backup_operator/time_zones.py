@@ -136,7 +136,8 @@ def _switch_instant(
     earlier: dt.datetime, old: _Weekly, later: dt.datetime, new: _Weekly, zone: ZoneInfo
 ) -> dt.datetime:
     """The middle of the span in which Zomro can move from ``old`` to ``new`` without a run
-    that is not wanted (never empty for real zones; if it were, the middle of the two runs)."""
+    that is not wanted (not empty for any zone tested; were it empty, the result would still
+    lie between the two runs)."""
     start = earlier
     for firing in _runs(new, zone, earlier):
         if firing >= later:
