@@ -20,17 +20,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the project and its test dependencies
 
+# hack/control-plane is a thin launcher of the hack/controlplane package: both are checked.
+HACK_PY := hack/controlplane hack/control-plane
+
 lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests $(HACK_PY)
+	$(VENV)/bin/ruff format --check operator tests $(HACK_PY)
 
 format: $(STAMP) ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix operator tests
-	$(VENV)/bin/ruff format operator tests
+	$(VENV)/bin/ruff check --fix operator tests $(HACK_PY)
+	$(VENV)/bin/ruff format operator tests $(HACK_PY)
 
-typecheck: $(STAMP) ## mypy --strict, the package and the tests
+typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-plane
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests
+	$(VENV)/bin/mypy $(HACK_PY)
 
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build
