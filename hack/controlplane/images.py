@@ -223,6 +223,14 @@ def context_digest() -> str:
     return digest.hexdigest()
 
 
+def host_ca_volume() -> list[str]:
+    """pip in the build trusts what this machine trusts (e.g. a TLS-inspecting egress proxy's
+    CA): the machine's CA bundle is mounted read-only over the base's for the RUN steps only,
+    so it never ends up in a layer."""
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    return ["--volume", f"{bundle}:{bundle}:ro"] if bundle.is_file() else []
+
+
 def project_version() -> str:
     for line in (core.REPO / "pyproject.toml").read_text().splitlines():
         if line.startswith("version = "):
@@ -248,6 +256,7 @@ def build_image(tag: str | None) -> str:
             "bud",
             "--isolation",
             "chroot",
+            *host_ca_volume(),
             "--build-arg",
             f"PYTHON_IMAGE={base}",
             "--build-arg",
@@ -256,7 +265,7 @@ def build_image(tag: str | None) -> str:
             "--label",
             f"org.opencontainers.image.base.name={base}",
             "--label",
-            f"org.opencontainers.image.base.digest={base_id}",
+            f"org.opencontainers.image.base.digest=sha256:{base_id}",
             "-f",
             str(core.REPO / "Dockerfile"),
             "-t",

@@ -261,6 +261,8 @@ def setup_network(state: Path) -> dict[str, str]:
         saved[key] = path.read_text().strip()
         path.write_text(value)
     core.run(["iptables", "-w", "-N", FORWARD_CHAIN])
+    # Pod to pod (also after a Service's DNAT) is allowed even where FORWARD's policy is DROP.
+    core.run(["iptables", "-w", "-A", FORWARD_CHAIN, "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"])
     core.run(["iptables", "-w", "-A", FORWARD_CHAIN, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"])
     core.run(["iptables", "-w", "-A", FORWARD_CHAIN, "-o", BRIDGE, "!", "-i", BRIDGE, "-j", "DROP"])
     core.run(["iptables", "-w", "-I", "FORWARD", "1", "-j", FORWARD_CHAIN])
@@ -597,14 +599,8 @@ def stop_node(state: Path) -> None:
         core.stop_pid(name, pids.get(name), binaries.get(name, ""))
     bins = Path(binaries["containerd"]).parent if "containerd" in binaries else None
     if bins is not None and core.pid_is_ours(pids.get("containerd", 0), binaries["containerd"]):
+        # `delete --force` kills a task that still runs: each container and pod sandbox.
         for task in ctr(state, bins, "tasks", "ls", "-q", check=False).split():
-            ctr(state, bins, "tasks", "kill", "--signal", "SIGKILL", task, check=False)
-        for task in ctr(state, bins, "tasks", "ls", "-q", check=False).split():
-            for _ in range(50):
-                if not ctr(state, bins, "tasks", "delete", task, check=False):
-                    time.sleep(0.1)
-                    continue
-                break
             ctr(state, bins, "tasks", "delete", "--force", task, check=False)
     core.stop_pid("containerd", pids.get("containerd"), binaries.get("containerd", ""))
     kill_leftover_shims(state)

@@ -154,9 +154,7 @@ def _start() -> ControlPlane:
         )
     state_dir = _session_state_dir(Path(info["cache_dir"]))
     try:
-        result = _run_control_plane(
-            "up --node" if node else "up", state_dir, timeout=UP_TIMEOUT
-        )
+        result = _run_control_plane("up --node" if node else "up", state_dir, timeout=UP_TIMEOUT)
     except subprocess.TimeoutExpired:
         _run_control_plane("down", state_dir)
         _unavailable(f"`hack/control-plane up` took longer than {UP_TIMEOUT:.0f}s")

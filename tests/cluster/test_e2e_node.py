@@ -57,7 +57,9 @@ def test_a_service_cluster_ip_answers_from_another_pod(
         "import http.server\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_GET(self):\n"
-        "        self.send_response(200); self.end_headers(); self.wfile.write(b'pong-from-server')\n"
+        "        self.send_response(200)\n"
+        "        self.end_headers()\n"
+        "        self.wfile.write(b'pong-from-server')\n"
         "http.server.HTTPServer(('0.0.0.0', 8000), H).serve_forever()\n"
     )
     server = python_pod("server", image, server_code, labels={"app": "server"}, once=False)
@@ -78,9 +80,7 @@ def test_a_service_cluster_ip_answers_from_another_pod(
     assert "pong-from-server" in logs
 
 
-def _as_node(
-    plane: ControlPlane, kubectl: Kubectl, *args: str
-) -> subprocess.CompletedProcess[str]:
+def _as_node(plane: ControlPlane, kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
     assert plane.state_dir is not None
     node_kubeconfig = plane.state_dir / "pki" / "kubelet.kubeconfig"
     return kubectl(f"--kubeconfig={node_kubeconfig}", *args, check=False)

@@ -46,7 +46,9 @@ def restricted(kubectl: Kubectl, namespace: str) -> str:
 
 
 @pytest.fixture
-def sandbox_pod(kubectl: Kubectl, restricted: str, image: str) -> Iterator[tuple[str, SandboxControl]]:
+def sandbox_pod(
+    kubectl: Kubectl, restricted: str, image: str
+) -> Iterator[tuple[str, SandboxControl]]:
     api_url, control_url = start_sandbox_pod(kubectl, restricted, image, SANDBOX_CONFIG)
     with SandboxControl(control_url) as control:
         yield api_url, control
@@ -190,7 +192,14 @@ def test_helm_install_upgrade_and_uninstall_run_the_operator_in_a_restricted_pod
 
     helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout=120s")
     left = kubectl(
-        "-n", namespace, "get", "deploy,sa,svc,secret,role,rolebinding", "-l", selector, "-o", "name"
+        "-n",
+        namespace,
+        "get",
+        "deploy,sa,svc,secret,role,rolebinding",
+        "-l",
+        selector,
+        "-o",
+        "name",
     ).stdout
     assert left.strip() == ""
     cluster_wide = kubectl("get", "clusterrole,clusterrolebinding", "-l", selector, "-o", "name")
@@ -215,11 +224,19 @@ def _kustomize_overlay(tmp_path: Path, image: str, namespace: str, api_url: str)
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     patch = [
-        {"op": "replace", "path": "/spec/template/spec/containers/0/imagePullPolicy", "value": "Never"},
+        {
+            "op": "replace",
+            "path": "/spec/template/spec/containers/0/imagePullPolicy",
+            "value": "Never",
+        },
         {
             "op": "replace",
             "path": "/spec/template/spec/containers/0/args",
-            "value": ["--standalone", f"--namespace={namespace}", "--liveness=http://0.0.0.0:8080/healthz"],
+            "value": [
+                "--standalone",
+                f"--namespace={namespace}",
+                "--liveness=http://0.0.0.0:8080/healthz",
+            ],
         },
         {
             "op": "add",
@@ -257,7 +274,13 @@ def test_kubectl_apply_k_deploy_runs_the_operator_that_reconciles(
     system = "zomro-system"
     kubectl("apply", "-k", str(overlay))
     try:
-        kubectl("label", "--overwrite", "namespace", system, "pod-security.kubernetes.io/enforce=restricted")
+        kubectl(
+            "label",
+            "--overwrite",
+            "namespace",
+            system,
+            "pod-security.kubernetes.io/enforce=restricted",
+        )
         kubectl(
             "-n", system, "create", "secret", "generic", "zomro-credentials",
             f"--from-literal=username={USERNAME}", f"--from-literal=password={PASSWORD}",
@@ -272,8 +295,12 @@ def test_kubectl_apply_k_deploy_runs_the_operator_that_reconciles(
     finally:
         # Everything but the CRD, which other tests share.
         rendered = kubectl("kustomize", str(overlay)).stdout
-        kept = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "CustomResourceDefinition"]
-        kubectl("delete", "--wait=true", "--ignore-not-found", "-f", "-", input=yaml.safe_dump_all(kept))
+        kept = [
+            d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "CustomResourceDefinition"
+        ]
+        kubectl(
+            "delete", "--wait=true", "--ignore-not-found", "-f", "-", input=yaml.safe_dump_all(kept)
+        )
     gone = kubectl("get", "namespace", system, check=False)
     assert gone.returncode != 0
 
@@ -310,16 +337,20 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
     _ctr(node_plane.state_dir, "tasks", "kill", "--signal", "SIGKILL", container)
     wait_for(
         "the kubelet to restart the container",
-        lambda: _operator_pod(kubectl, namespace, selector)["status"]["containerStatuses"][0][
-            "restartCount"
-        ]
-        >= 1,
+        lambda: (
+            _operator_pod(kubectl, namespace, selector)["status"]["containerStatuses"][0][
+                "restartCount"
+            ]
+            >= 1
+        ),
         timeout=120,
     )
     # ... and then the Pod itself goes, at once, and the Deployment makes a new one.
     old = _operator_pod(kubectl, namespace, selector)["metadata"]["name"]
     kubectl("-n", namespace, "delete", "pod", old, "--grace-period=0", "--force", "--wait=false")
-    wait_for("a replacement Pod", lambda: _single_new_pod(kubectl, namespace, selector, old), timeout=120)
+    wait_for(
+        "a replacement Pod", lambda: _single_new_pod(kubectl, namespace, selector, old), timeout=120
+    )
     kubectl("-n", namespace, "rollout", "status", f"deploy/{RELEASE}", "--timeout=180s")
     bodies = wait_all_ready(cluster, list(specs), timeout=300)
     rows = control.schedules(INSTANCE)
@@ -348,5 +379,3 @@ def _ctr(state: Path, *args: str) -> str:
         check=True,
     )
     return result.stdout
-
-
