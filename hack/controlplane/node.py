@@ -416,6 +416,7 @@ def kubelet_config(state: Path, ports: dict[str, int]) -> str:
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "nodeStatusReportFrequency": "10s",
+        "podLogsDir": str(state / "pod-logs"),
         "logging": {"format": "text"},
     }
     return json.dumps(config, indent=2)

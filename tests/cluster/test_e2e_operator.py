@@ -54,6 +54,14 @@ def sandbox_pod(
         yield api_url, control
 
 
+@pytest.fixture
+def release(helm: Helm, restricted: str) -> Iterator[str]:
+    """The Helm release under test, uninstalled afterwards even when the test failed (its
+    ClusterRole and ClusterRoleBinding would otherwise block the next install)."""
+    yield RELEASE
+    helm("uninstall", RELEASE, "-n", restricted, "--wait", "--ignore-not-found", check=False)
+
+
 def _helm_values(image: str, namespace: str, api_url: str) -> list[str]:
     name, _, tag = image.rpartition(":")
     sets = {
@@ -67,8 +75,9 @@ def _helm_values(image: str, namespace: str, api_url: str) -> list[str]:
         "zomro.apiUrl": api_url,
         "zomro.resyncSeconds": "5",
         "logging.level": "DEBUG",
-        "liveness.initialDelaySeconds": "1",
-        "liveness.periodSeconds": "2",
+        # The chart's initial delay (the operator needs seconds to start), then probes every
+        # 5 s so the first success comes soon.
+        "liveness.periodSeconds": "5",
     }
     return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
 
@@ -151,6 +160,7 @@ def test_helm_install_upgrade_and_uninstall_run_the_operator_in_a_restricted_pod
     sandbox_pod: tuple[str, SandboxControl],
     image: str,
     node_plane: ControlPlane,
+    release: str,
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
@@ -319,6 +329,7 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
     sandbox_pod: tuple[str, SandboxControl],
     image: str,
     node_plane: ControlPlane,
+    release: str,
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
