@@ -321,6 +321,7 @@ def _container_id(kubectl: Kubectl, namespace: str, selector: str) -> str:
     return str(statuses[0].get("containerID", "")).removeprefix("containerd://")
 
 
+@pytest.mark.parametrize("kill", ["runtime-kills-the-container", "pod-deleted"])
 def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resource(
     helm: Helm,
     kubectl: Kubectl,
@@ -330,6 +331,7 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
     image: str,
     node_plane: ControlPlane,
     release: str,
+    kill: str,
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
@@ -338,32 +340,32 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
     helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s", *values)
     selector = f"app.kubernetes.io/instance={RELEASE}"
     cluster = Cluster(k8s_api, namespace)
+    control.set_faults(latency=0.1)  # spreads the creates over seconds, so the kill lands inside
     specs = {f"m{n:03d}": {**mass_spec(n), "secret": None} for n in range(30)}
     create_many(cluster, specs)
-    # Once some, not all, have a schedule: the runtime kills the container (the kubelet
-    # restarts it in the same Pod)...
     wait_for("a first schedule", lambda: control.schedules(INSTANCE), timeout=120, interval=0.1)
-    container = _container_id(kubectl, namespace, selector)
-    assert node_plane.state_dir is not None
-    _ctr(node_plane.state_dir, "tasks", "kill", "--signal", "SIGKILL", container)
-    wait_for(
-        "the kubelet to restart the container",
-        lambda: (
-            _operator_pod(kubectl, namespace, selector)["status"]["containerStatuses"][0][
-                "restartCount"
-            ]
-            >= 1
-        ),
-        timeout=120,
-    )
-    # ... and then the Pod itself goes, at once, and the Deployment makes a new one.
     old = _operator_pod(kubectl, namespace, selector)["metadata"]["name"]
-    kubectl("-n", namespace, "delete", "pod", old, "--grace-period=0", "--force", "--wait=false")
-    wait_for(
-        "a replacement Pod", lambda: _single_new_pod(kubectl, namespace, selector, old), timeout=120
-    )
+    if kill == "runtime-kills-the-container":
+        # SIGKILL from the runtime; the kubelet restarts the container in the same Pod.
+        assert node_plane.state_dir is not None
+        container = _container_id(kubectl, namespace, selector)
+        _ctr(node_plane.state_dir, "tasks", "kill", "--signal", "SIGKILL", container)
+        wait_for(
+            "the kubelet to restart the container",
+            lambda: _restarts(kubectl, namespace, selector) >= 1,
+            timeout=120,
+        )
+    else:
+        # The Pod is deleted (SIGTERM, then its grace period); the ReplicaSet makes a new one.
+        kubectl("-n", namespace, "delete", "pod", old, "--wait=false")
+        wait_for(
+            "a replacement Pod",
+            lambda: _single_new_pod(kubectl, namespace, selector, old),
+            timeout=180,
+        )
     kubectl("-n", namespace, "rollout", "status", f"deploy/{RELEASE}", "--timeout=180s")
     bodies = wait_all_ready(cluster, list(specs), timeout=300)
+    control.clear_faults()
     rows = control.schedules(INSTANCE)
     by_name: dict[str, int] = {}
     for row in rows:
@@ -376,7 +378,11 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
         cluster.delete(name)
     for name in names:
         cluster.wait_gone(name, timeout=120)
-    helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout=120s")
+
+
+def _restarts(kubectl: Kubectl, namespace: str, selector: str) -> int:
+    statuses = _operator_pod(kubectl, namespace, selector)["status"].get("containerStatuses")
+    return int(statuses[0]["restartCount"]) if statuses else 0
 
 
 def _ctr(state: Path, *args: str) -> str:
