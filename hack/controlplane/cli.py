@@ -93,10 +93,10 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(facts, indent=2))
 
 
-def cmd_actionlint(args: argparse.Namespace) -> None:
+def run_actionlint(args: list[str]) -> None:
     binary = core.ensure_tool(core.read_pins(), "actionlint")
     sys.stdout.flush()
-    os.execv(binary, [binary, *args.args])  # noqa: S606 (our own build, no shell)
+    os.execv(binary, [binary, *args])  # noqa: S606 (our own build, no shell)
 
 
 def cmd_pin(args: argparse.Namespace) -> None:
@@ -128,9 +128,7 @@ def parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image")
     image.add_argument("--tag", help="tag the image so (default <version>-dev.<digest>)")
     image.set_defaults(handler=cmd_image)
-    lint = sub.add_parser("actionlint")
-    lint.add_argument("args", nargs=argparse.REMAINDER)
-    lint.set_defaults(handler=cmd_actionlint)
+    sub.add_parser("actionlint", help="its own arguments follow (see main)")
     pin = sub.add_parser("pin")
     pin.add_argument("names", nargs="*", help=f"of: kubernetes {' '.join(core.WRAPPERS)}")
     pin.set_defaults(handler=cmd_pin)
@@ -138,5 +136,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
+    if argv[1:2] == ["actionlint"]:  # every later argument is actionlint's own
+        run_actionlint(argv[2:])
     args = parser().parse_args(argv[1:])
     args.handler(args)
