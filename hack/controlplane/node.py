@@ -376,6 +376,11 @@ state = '{root / "state"}'
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'overlayfs'
 
+  # Every registry resolves to a closed port on loopback: an image that is not local fails to
+  # pull at once, and no pull ever leaves this machine (see registry_hosts).
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = '{root / "certs.d"}'
+
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = '{image}'
 
@@ -383,6 +388,16 @@ state = '{root / "state"}'
   stream_server_address = '127.0.0.1'
   stream_server_port = '0'
 """
+
+
+NO_REGISTRY = "http://127.0.0.1:1"
+
+
+def registry_hosts(certs_d: Path) -> None:
+    """containerd's hosts.toml for every registry (`_default`): its server is a closed
+    loopback port, so the node is offline by construction."""
+    (certs_d / "_default").mkdir(parents=True)
+    (certs_d / "_default" / "hosts.toml").write_text(f'server = "{NO_REGISTRY}"\n')
 
 
 def kubelet_config(state: Path, ports: dict[str, int]) -> str:
@@ -502,6 +517,7 @@ def start_node(
     image = pause_image(pins)
     (state / "containerd").mkdir()
     (state / "containerd" / "config.toml").write_text(containerd_config(state, bins, image))
+    registry_hosts(state / "containerd" / "certs.d")
     (state / "kubelet.yaml").write_text(kubelet_config(state, ports))
     (state / "kube-proxy.yaml").write_text(kube_proxy_config(state, ports))
     (state / "kube-scheduler.yaml").write_text(scheduler_config(state))

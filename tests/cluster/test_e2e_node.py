@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 from conftest import ControlPlane
+from harness import wait_for
 from pods import Kubectl, apply, http_get_code, python_pod, run_to_completion
 
 pytestmark = pytest.mark.timeout(900)
@@ -104,3 +105,24 @@ def test_node_restriction_keeps_the_kubelet_from_setting_restricted_labels(
     )
     assert result.returncode != 0
     assert "is not allowed to modify labels: node-restriction.kubernetes.io/x" in result.stderr
+
+
+def test_an_image_that_is_not_local_is_never_pulled_from_outside(
+    kubectl: Kubectl, namespace: str, node_plane: ControlPlane
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "remote"},
+        "spec": {"containers": [{"name": "c", "image": "ghcr.io/example/absent:1.0"}]},
+    }
+    apply(kubectl, namespace, pod)
+    jsonpath = "jsonpath={.status.containerStatuses[0].state.waiting.message}"
+
+    def refused_on_loopback() -> str | None:
+        # The kubelet's waiting message alternates between the pull error and "Back-off".
+        text = kubectl("-n", namespace, "get", "pod", "remote", "-o", jsonpath).stdout
+        return text if "127.0.0.1:1" in text else None
+
+    # containerd resolved the registry to the closed loopback port, not to ghcr.io.
+    wait_for("the pull to be refused on loopback", refused_on_loopback, timeout=60)
