@@ -35,6 +35,7 @@ pytestmark = pytest.mark.timeout(900)
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
 RELEASE = "zomro-backup-operator"
+PUBLISHED_IMAGE = "ghcr.io/zomro-oss/zomro-backup-operator"
 Helm = Kubectl
 
 
@@ -80,6 +81,14 @@ def _helm_values(image: str, namespace: str, api_url: str) -> list[str]:
         "liveness.periodSeconds": "5",
     }
     return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+
+
+def _helm_install(helm: Helm, namespace: str, image: str, api_url: str, *extra: str) -> str:
+    """helm install of the chart with the built image; returns the release's Pod selector."""
+    values = _helm_values(image, namespace, api_url)
+    values += [arg for value in extra for arg in ("--set", value)]
+    helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s", *values)
+    return f"app.kubernetes.io/instance={RELEASE}"
 
 
 def _operator_pod(kubectl: Kubectl, namespace: str, selector: str) -> dict[str, Any]:
@@ -164,10 +173,8 @@ def test_helm_install_upgrade_and_uninstall_run_the_operator_in_a_restricted_pod
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
-    values = _helm_values(image, namespace, api_url)
-    helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s", *values)
+    selector = _helm_install(helm, namespace, image, api_url)
     kubectl("-n", namespace, "wait", "--for=condition=Available", f"deploy/{RELEASE}")
-    selector = f"app.kubernetes.io/instance={RELEASE}"
     _assert_runs_like_users_run_it(kubectl, namespace, selector, f"{RELEASE}-metrics", image)
 
     cluster = Cluster(k8s_api, namespace)
@@ -258,7 +265,8 @@ def _kustomize_overlay(tmp_path: Path, image: str, namespace: str, api_url: str)
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [os.path.relpath(REPO / "deploy", overlay)],
-        "images": [{"name": "zomro-backup-operator", "newName": name, "newTag": tag}],
+        # The base already points at the released image: an overlay renames that one.
+        "images": [{"name": PUBLISHED_IMAGE, "newName": name, "newTag": tag}],
         "patches": [
             {
                 "target": {"kind": "Deployment", "name": "zomro-backup-operator"},
@@ -335,10 +343,7 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
-    values = _helm_values(image, namespace, api_url)
-    values += ["--set", "zomro.maxRequestsPerSecond=20"]
-    helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s", *values)
-    selector = f"app.kubernetes.io/instance={RELEASE}"
+    selector = _helm_install(helm, namespace, image, api_url, "zomro.maxRequestsPerSecond=20")
     cluster = Cluster(k8s_api, namespace)
     control.set_faults(latency=0.1)  # spreads the creates over seconds, so the kill lands inside
     specs = {f"m{n:03d}": {**mass_spec(n), "secret": None} for n in range(30)}

@@ -14,13 +14,14 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / ".github" / "workflows" / "release.yml"
 
 
-def _workflow() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text())
+def _workflow() -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load(WORKFLOW.read_text())
     return data
 
 
 def _step(job: dict[str, Any], action: str) -> dict[str, Any]:
-    (step,) = [s for s in job["steps"] if str(s.get("uses", "")).startswith(action + "@")]
+    steps: list[dict[str, Any]] = job["steps"]
+    (step,) = [s for s in steps if str(s.get("uses", "")).startswith(action + "@")]
     return step
 
 
