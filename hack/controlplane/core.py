@@ -125,12 +125,19 @@ def go_env(cgo: bool = False) -> dict[str, str]:
     return env
 
 
-def go(args: list[str], cwd: Path, capture: bool = False, cgo: bool = False) -> str:
-    cmd = ["go", *args]
+def stream(
+    cmd: list[str],
+    capture: bool = False,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    what: str = "",
+) -> str:
+    """Run a build tool with its progress on stderr (stdout is for our one result line), or
+    its stdout captured; its failure stops us."""
     result = subprocess.run(
         cmd,
         cwd=cwd,
-        env=go_env(cgo),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE if capture else sys.stderr,
         stderr=sys.stderr,
@@ -138,8 +145,13 @@ def go(args: list[str], cwd: Path, capture: bool = False, cgo: bool = False) -> 
         check=False,
     )
     if result.returncode != 0:
-        fail(f"`{shlex.join(cmd)}` failed in {cwd} (exit {result.returncode})")
+        where = f" in {cwd}" if cwd else ""
+        fail(f"`{what or shlex.join(cmd)}` failed{where} (exit {result.returncode})")
     return result.stdout if capture else ""
+
+
+def go(args: list[str], cwd: Path, capture: bool = False, cgo: bool = False) -> str:
+    return stream(["go", *args], capture, cwd, go_env(cgo))
 
 
 def module_info(path: str, version: str, workdir: Path) -> dict[str, str]:

@@ -11,8 +11,6 @@ import io
 import json
 import os
 import platform
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -123,17 +121,7 @@ def buildah(*args: str, capture: bool = False) -> str:
         "overlay",
         *args,
     ]
-    result = subprocess.run(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if capture else sys.stderr,
-        stderr=sys.stderr,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        fail(f"`buildah {' '.join(args[:3])} ...` failed (exit {result.returncode})")
-    return result.stdout if capture else ""
+    return core.stream(cmd, capture, what=f"buildah {' '.join(args[:3])} ...")
 
 
 def image_exists(ref: str) -> bool:
@@ -155,7 +143,7 @@ def ensure_base(pins: dict[str, str]) -> str:
     rootfs = work / f"{suite}-{key}.tar"
     started = time.monotonic()
     log(f"mmdebstrap {suite} with {', '.join(BASE_PACKAGES)} (a minute or two, once)")
-    result = subprocess.run(
+    core.stream(
         [
             "mmdebstrap",
             "--variant=minbase",
@@ -172,13 +160,8 @@ def ensure_base(pins: dict[str, str]) -> str:
             suite,
             str(rootfs),
         ],
-        stdin=subprocess.DEVNULL,
-        stdout=sys.stderr,
-        stderr=sys.stderr,
-        check=False,
+        what=f"mmdebstrap {suite}",
     )
-    if result.returncode != 0:
-        fail(f"mmdebstrap {suite} failed (exit {result.returncode})")
     container = buildah("from", "scratch", capture=True).strip()
     try:
         buildah("add", container, str(rootfs), "/")
