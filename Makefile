@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit test chaos bench demo demo-down sync-crds lock control-plane-up control-plane-down binaries clean
+.PHONY: help venv lint format typecheck unit test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -20,26 +20,43 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the project and its test dependencies
 
+# hack/control-plane is a thin launcher of the hack/controlplane package: both are checked.
+HACK_PY := hack/controlplane hack/control-plane
+
 lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests $(HACK_PY)
+	$(VENV)/bin/ruff format --check operator tests $(HACK_PY)
 
 format: $(STAMP) ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix operator tests
-	$(VENV)/bin/ruff format operator tests
+	$(VENV)/bin/ruff check --fix operator tests $(HACK_PY)
+	$(VENV)/bin/ruff format operator tests $(HACK_PY)
 
-typecheck: $(STAMP) ## mypy --strict, the package and the tests
+typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-plane
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests
+	$(VENV)/bin/mypy $(HACK_PY)
 
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build
 
+node-binaries: binaries ## build (once) the node: containerd, runc, pause, kubelet, kube-proxy, kube-scheduler
+	hack/control-plane build --node
+
+# The last line of output is the image reference, NAME:TAG (for --set image.repository/tag).
+image: ## build the image from the Dockerfile (buildah, local Debian base), load it into a running node
+	@hack/control-plane image
+
+actionlint: ## lint the GitHub Actions workflows with actionlint (built once from its Go module)
+	hack/control-plane actionlint .github/workflows/*.yml
+
 unit: $(STAMP) ## fast hermetic unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test: $(STAMP) lint typecheck binaries ## everything: lint, types, unit and real-API-server tests
+test: $(STAMP) lint typecheck actionlint node-binaries image ## everything: lint, types, unit, API-server and node e2e tests
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+e2e: $(STAMP) node-binaries image ## only the e2e tests: the image in Pods on the node (helm, kustomize, kills)
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 chaos: $(STAMP) binaries ## the long fault-injection variants
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
@@ -62,8 +79,11 @@ BENCH_ARGS ?= --resources 200 --instances 20 --resync 20 --rps 10 --json bench.j
 bench: $(STAMP) binaries ## the benchmark (docs/performance.md); prints a table, writes bench.json
 	$(PY) hack/bench $(BENCH_ARGS)
 
-control-plane-up: binaries ## start etcd + kube-apiserver on loopback
+control-plane-up: binaries ## start etcd + kube-apiserver + kube-controller-manager on loopback
 	hack/control-plane up
+
+node-up: node-binaries ## the same plus the node that runs Pods (hack/control-plane up --node)
+	hack/control-plane up --node
 
 control-plane-down: ## stop them
 	hack/control-plane down

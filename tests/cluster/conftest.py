@@ -50,6 +50,10 @@ class ControlPlane:
     # Set when this session started the control plane (in a state dir of its own) and so
     # stops it at the end; None for a cluster someone else started.
     started_in: Path | None
+    # The state dir of a hack/control-plane cluster (None for ZOMRO_TEST_KUBECONFIG), and
+    # whether it has a node that runs Pods (`up --node`).
+    state_dir: Path | None = None
+    node: bool = False
 
 
 class Kubectl(Protocol):
@@ -60,11 +64,23 @@ class Kubectl(Protocol):
     ) -> subprocess.CompletedProcess[str]: ...
 
 
+_NODE_WANTED: list[bool] = []
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test under tests/cluster needs the API server: mark it so `-m` can select it."""
+    """Every test under tests/cluster needs the API server: mark it so `-m` can select it. The
+    `test_e2e_*` files need a node that runs Pods too: mark them `e2e`; when any is selected,
+    the session's control plane is started with the node."""
     for item in items:
-        if CLUSTER_TESTS in Path(str(item.path)).resolve().parents:
+        path = Path(str(item.path)).resolve()
+        if CLUSTER_TESTS in path.parents:
             item.add_marker(pytest.mark.cluster)
+            if path.name.startswith("test_e2e_"):
+                item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _NODE_WANTED.append(any(item.get_closest_marker("e2e") for item in session.items))
 
 
 def _unavailable(reason: str) -> None:
@@ -80,7 +96,7 @@ def _run_control_plane(
     if state_dir is not None:
         env["ZOMRO_CP_STATE_DIR"] = str(state_dir)
     return subprocess.run(
-        [str(CONTROL_PLANE), command],
+        [str(CONTROL_PLANE), *command.split()],
         env=env,
         capture_output=True,
         text=True,
@@ -127,17 +143,19 @@ def _start() -> ControlPlane:
         if not kubeconfig.is_file():
             _unavailable(f"ZOMRO_TEST_KUBECONFIG={explicit} is not a file")
         return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, None)
-    if info["running"]:
+    node = bool(_NODE_WANTED and _NODE_WANTED[0])
+    if info["running"] and (info["node"] or not node):
         kubeconfig = Path(info["kubeconfig"])
-        return ControlPlane(kubeconfig, str(info["server"]), bin_dir, None)
-    if not info["built"]:
+        state = Path(info["state_dir"])
+        return ControlPlane(kubeconfig, str(info["server"]), bin_dir, None, state, info["node"])
+    if not info["built"] or (node and not info["node_built"]):
         _unavailable(
-            "binaries not built yet; run `hack/control-plane build` (or `make test`) once, "
-            "it takes a while the first time"
+            "binaries not built yet; run `hack/control-plane build --node` (or `make test`) "
+            "once, it takes a while the first time"
         )
     state_dir = _session_state_dir(Path(info["cache_dir"]))
     try:
-        result = _run_control_plane("up", state_dir, timeout=UP_TIMEOUT)
+        result = _run_control_plane("up --node" if node else "up", state_dir, timeout=UP_TIMEOUT)
     except subprocess.TimeoutExpired:
         _run_control_plane("down", state_dir)
         _unavailable(f"`hack/control-plane up` took longer than {UP_TIMEOUT:.0f}s")
@@ -148,7 +166,7 @@ def _start() -> ControlPlane:
     if not line.startswith(prefix):
         _unavailable(f"unexpected output from `hack/control-plane up`: {line!r}")
     kubeconfig = Path(line.removeprefix(prefix).strip("'"))
-    return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, state_dir)
+    return ControlPlane(kubeconfig, _server_of(kubeconfig), bin_dir, state_dir, state_dir, node)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -299,3 +317,30 @@ def _clean_up(cluster: Cluster, sandbox: SandboxProcess, process: OperatorProces
                 name,
                 {"metadata": {"finalizers": []}},
             )
+
+
+# --- the node: the operator's image, built by `make image` and imported into the node ---------
+
+
+@pytest.fixture(scope="session")
+def node_plane(control_plane: ControlPlane) -> ControlPlane:
+    """The session's control plane, which has a node (e2e tests start it with one)."""
+    if not control_plane.node or control_plane.state_dir is None:
+        _unavailable("no node: the cluster was not started by `hack/control-plane up --node`")
+    return control_plane
+
+
+@pytest.fixture(scope="session")
+def image(node_plane: ControlPlane) -> str:
+    """NAME:TAG of the operator's image, built from the Dockerfile (once per source state,
+    `make image` does the same) and imported into the node's containerd."""
+    return build_image(node_plane)
+
+
+def build_image(plane: ControlPlane, tag: str = "") -> str:
+    result = _run_control_plane(
+        f"image --tag {tag}" if tag else "image", plane.state_dir, timeout=1800
+    )
+    if result.returncode != 0:
+        pytest.fail(f"`hack/control-plane image` failed:\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]

@@ -353,7 +353,7 @@ def test_kustomize_base_is_accepted_by_the_api_server_and_its_pod_is_restricted(
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["metadata"]["namespace"] == zomro_system
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
-        "zomro-backup-operator:0.1.0"
+        "ghcr.io/zomro-oss/zomro-backup-operator:0.1.0"
     )
     _restricted_pod_dry_run(kubectl, zomro_system, deployment)
 

@@ -286,8 +286,10 @@ def test_deploy_deployment_is_single_recreate_hardened_and_probed_where_it_serve
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") or e.get("valueFrom") for e in container["env"]}
     assert env["ZOMRO_CREDENTIALS_SECRET"] == "zomro-system/zomro-credentials"
+    # kopf's identity: without it kopf looks the numeric user up in /etc/passwd and exits.
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert ports["metrics"] == int(env["ZOMRO_METRICS_PORT"])
 
 
