@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit test chaos bench demo demo-down sync-crds control-plane-up control-plane-down binaries clean
+.PHONY: help venv lint format typecheck unit test chaos bench demo demo-down sync-crds control-plane-up control-plane-down binaries argocd-binary clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -39,10 +39,13 @@ typecheck: $(STAMP) ## mypy --strict, the package and the tests
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build
 
+argocd-binary: ## build (once) argocd from its Go module into the cache
+	hack/argocd build
+
 unit: $(STAMP) ## fast hermetic unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test: $(STAMP) lint typecheck binaries ## everything: lint, types, unit and real-API-server tests
+test: $(STAMP) lint typecheck binaries argocd-binary ## everything: lint, types, unit and real-API-server tests
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 chaos: $(STAMP) binaries ## the long fault-injection variants
