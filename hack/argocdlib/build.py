@@ -26,6 +26,9 @@ ARGOCD_PACKAGE = f"{ARGOCD_MODULE}/cmd"
 VERSION_PACKAGE = f"{ARGOCD_MODULE}/common"
 CRD_FILES = ("application-crd.yaml", "appproject-crd.yaml")
 """Argo CD's own CRDs, from the module's manifests/crds: only the kinds this repo uses."""
+HELPER_SCRIPTS = ("git-verify-wrapper.sh", "gpg-wrapper.sh")
+"""From the module's hack/: Argo CD's image puts them on PATH, and the repo server runs
+git-verify-wrapper.sh for every Git revision it renders, signature checks enabled or not."""
 
 
 def go_env(pins: dict[str, str]) -> dict[str, str]:
@@ -138,26 +141,47 @@ def cmd_pin(pins: dict[str, str]) -> None:
 
 
 def is_built(dest: Path) -> bool:
-    return os.access(dest / "argocd", os.X_OK) and all(
-        (dest / "crds" / f).is_file() for f in CRD_FILES
-    )
+    return os.access(dest / "argocd", os.X_OK) and not missing_extras(dest)
+
+
+def missing_extras(dest: Path) -> list[Path]:
+    wanted = [dest / "crds" / f for f in CRD_FILES] + [dest / f for f in HELPER_SCRIPTS]
+    return [path for path in wanted if not path.is_file()]
 
 
 def ensure_built(pins: dict[str, str]) -> Path:
-    """The directory holding `argocd` (and Argo CD's CRDs), built the first time."""
+    """The directory holding `argocd`, Argo CD's CRDs and helper scripts, built the first time."""
     dest = bin_dir(pins)
     if is_built(dest):
         return dest
     if shutil.which("go") is None:
         fail("Go is needed to build argocd once (https://go.dev/dl/); not on PATH")
     with locked(cache_dir() / "bin" / ".argocd-build.lock", "another argocd build"):
-        if is_built(dest):
-            return dest
-        build(pins, dest)
+        if not os.access(dest / "argocd", os.X_OK):
+            compile_argocd(pins, dest)
+        if missing_extras(dest):
+            copy_extras(pins, dest)
     return dest
 
 
-def build(pins: dict[str, str], dest: Path) -> None:
+def copy_extras(pins: dict[str, str], dest: Path) -> None:
+    """The CRDs and helper scripts, from the very module the binary was built from."""
+    scratch = Path(tempfile.mkdtemp(prefix="zomro-argocd-src-"))
+    try:
+        source = Path(upstream(pins, scratch)["Dir"])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    (dest / "crds").mkdir(parents=True, exist_ok=True)
+    for name in CRD_FILES:
+        shutil.copyfile(source / "manifests" / "crds" / name, dest / "crds" / name)
+    for name in HELPER_SCRIPTS:
+        shutil.copyfile(source / "hack" / name, dest / f".{name}.tmp")
+        (dest / f".{name}.tmp").chmod(0o755)
+        (dest / f".{name}.tmp").rename(dest / name)
+    log(f"copied Argo CD's CRDs and {', '.join(HELPER_SCRIPTS)} into {dest}")
+
+
+def compile_argocd(pins: dict[str, str], dest: Path) -> None:
     started = time.monotonic()
     work = cache_dir() / "src" / dest.name
     if work.exists():
@@ -186,33 +210,16 @@ def build(pins: dict[str, str], dest: Path) -> None:
         f"-X {VERSION_PACKAGE}.kubectlVersion={kubectl.strip()}",
     ]
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = dest / f".argocd.tmp-{os.getpid()}"
     log(
         f"go build {ARGOCD_PACKAGE} {pins['ARGOCD_VERSION']} with {pins['GO_TOOLCHAIN']} "
-        "(tens of minutes the first time)"
+        "(about ten minutes the first time)"
     )
     go(
         pins,
-        [
-            "build",
-            "-trimpath",
-            "-ldflags",
-            " ".join(flags),
-            "-o",
-            str(tmp / "argocd"),
-            ARGOCD_PACKAGE,
-        ],
+        ["build", "-trimpath", "-ldflags", " ".join(flags), "-o", str(tmp), ARGOCD_PACKAGE],
         cwd=work,
     )
-    (tmp / "crds").mkdir()
-    for name in CRD_FILES:
-        shutil.copy2(Path(info["Dir"]) / "manifests" / "crds" / name, tmp / "crds" / name)
-    # The CRDs first: `argocd` in place is what marks the directory as built.
-    shutil.rmtree(dest / "crds", ignore_errors=True)
-    (tmp / "crds").rename(dest / "crds")
-    (tmp / "argocd").rename(dest / "argocd")
-    tmp.rmdir()
+    tmp.rename(dest / "argocd")  # atomic: a half-built binary never looks cached
     shutil.rmtree(work, ignore_errors=True)
     log(f"built {dest / 'argocd'} in {time.monotonic() - started:.0f}s")

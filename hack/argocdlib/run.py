@@ -98,25 +98,28 @@ def resync_seconds() -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def ensure_redis() -> str:
-    """The path of redis-server, installed with apt-get the first time (root, no prompts)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+DEBIAN_PACKAGES = {"redis-server": "redis-server", "git": "git"}
+"""Command -> Debian package: Redis for Argo CD's cache, git for the repo server."""
+
+
+def ensure_debian_packages() -> None:
+    """Install what is missing with apt-get the first time (as root, no prompts, no stdin)."""
+    missing = sorted({pkg for cmd, pkg in DEBIAN_PACKAGES.items() if not shutil.which(cmd)})
+    if not missing:
+        return
     if os.geteuid() != 0:
-        fail("redis-server is missing: `apt-get install redis-server` (as root) once")
+        fail(f"missing {', '.join(missing)}: `apt-get install {' '.join(missing)}` as root once")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
     for attempt in ("install", "update then install"):
         if attempt != "install":
             apt(["apt-get", "update", "-q"], env)
-        log(f"installing Debian's redis-server ({attempt})")
+        log(f"installing Debian's {', '.join(missing)} ({attempt})")
         if apt(install, env):
             break
-    found = shutil.which("redis-server")
-    if not found:
-        fail("`apt-get install redis-server` did not provide redis-server")
-    return found
+    still = [cmd for cmd in DEBIAN_PACKAGES if not shutil.which(cmd)]
+    if still:
+        fail(f"`apt-get install {' '.join(missing)}` did not provide {', '.join(still)}")
 
 
 def apt(cmd: list[str], env: dict[str, str]) -> bool:
@@ -147,10 +150,8 @@ def install_cluster_objects(cp: dict[str, Any], dest: Path) -> None:
     AppProject. Idempotent: a second `up` changes nothing."""
     crds = [arg for f in sorted((dest / "crds").glob("*.yaml")) for arg in ("-f", str(f))]
     kubectl(cp, "apply", "--server-side", "--force-conflicts", "--field-manager=hack-argocd", *crds)
-    kubectl(
-        cp, "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/applications.argoproj.io", "crd/appprojects.argoproj.io",
-    )  # fmt: skip
+    for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
+        wait_established(cp, crd)
     kubectl(cp, "apply", "--server-side", "--field-manager=hack-argocd", "-f", "-", input=SETTINGS)
     kubectl(
         cp, "-n", NAMESPACE, "patch", "configmap", "argocd-cm", "--type=merge",
@@ -173,6 +174,16 @@ def install_cluster_objects(cp: dict[str, Any], dest: Path) -> None:
             "stringData": {"server.secretkey": secrets.token_urlsafe(32)},
         }
         kubectl(cp, "create", "-f", "-", input=json.dumps(secret))
+
+
+def wait_established(cp: dict[str, Any], crd: str) -> None:
+    """Poll (`kubectl wait` fails on a CRD whose status is still empty)."""
+    query = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 60
+    while kubectl(cp, "get", f"crd/{crd}", f"--output=jsonpath={query}") != "True":
+        if time.monotonic() > deadline:
+            fail(f"CRD {crd} not Established after 60s")
+        time.sleep(0.25)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,13 +214,14 @@ def spawn(name: str, argv: list[str], env: dict[str, str], state: Path) -> subpr
 
 
 def pid_is_ours(pid: int, binary: str) -> bool:
-    """Guard against pid reuse: only signal a process still running our binary."""
+    """Guard against pid reuse: only signal a live process still running our binary (by its
+    executable: redis-server rewrites its command line, and is a link to redis-check-rdb)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        exe = os.readlink(f"/proc/{pid}/exe")
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and cmdline == binary
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and exe == os.path.realpath(binary)
 
 
 def http_ok(url: str) -> bool:
@@ -315,7 +327,7 @@ def stop_processes(state: Path) -> None:
         log(f"stopped {name} (pid {pid})")
 
 
-def start(state: Path, cp: dict[str, Any], dest: Path, redis: str, resync: int) -> None:
+def start(state: Path, cp: dict[str, Any], dest: Path, resync: int) -> None:
     """Redis, the repo server and the application controller, in a fresh state dir."""
     started = time.monotonic()
     if state.exists():
@@ -326,6 +338,7 @@ def start(state: Path, cp: dict[str, Any], dest: Path, redis: str, resync: int) 
         (state / sub).mkdir(parents=True)
     state.chmod(0o700)
     argocd = str(dest / "argocd")
+    redis = str(shutil.which("redis-server"))
     ports = {
         name: free_port()
         for name in ("redis", "repo-server", "repo-server-metrics", "controller-metrics")
@@ -334,8 +347,8 @@ def start(state: Path, cp: dict[str, Any], dest: Path, redis: str, resync: int) 
     env = {
         **os.environ,
         "KUBECONFIG": str(cp["kubeconfig"]),
-        # helm (for Helm sources) and kubectl of the control plane; git from the system.
-        "PATH": f"{cp['bin_dir']}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Argo CD's helper scripts; helm (for Helm sources) and kubectl of the control plane.
+        "PATH": os.pathsep.join([str(dest), cp["bin_dir"], os.environ.get("PATH", "")]),
         "TMPDIR": str(state / "tmp"),
         "ARGOCD_FAKE_IN_CLUSTER": "true",  # in-cluster = the kubeconfig's cluster
         "ARGOCD_GPG_ENABLED": "false",
@@ -343,6 +356,7 @@ def start(state: Path, cp: dict[str, Any], dest: Path, redis: str, resync: int) 
         "ARGOCD_TLS_DATA_PATH": str(state / "tls"),
         "ARGOCD_SSH_DATA_PATH": str(state / "ssh"),
         "ARGOCD_PLUGINSOCKFILEPATH": str(state / "plugins"),
+        "ARGOCD_ASK_PASS_SOCK": str(state / "askpass.sock"),  # default: one /tmp path for all
         "HOSTNAME": "argocd-application-controller-0",
     }
     record: dict[str, Any] = {
@@ -373,7 +387,7 @@ def start(state: Path, cp: dict[str, Any], dest: Path, redis: str, resync: int) 
         "repo-server",
         [argocd, "--address", "127.0.0.1", "--port", str(ports["repo-server"]),
          "--metrics-address", "127.0.0.1", "--metrics-port", str(ports["repo-server-metrics"]),
-         "--redis", redis_addr, "--disable-tls", "--logformat", "text"],
+         "--redis", redis_addr, "--disable-tls", "--client-ca-path=", "--logformat", "text"],
         {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"}, state,
     )  # fmt: skip
     save()
@@ -408,13 +422,13 @@ def start(state: Path, cp: dict[str, Any], dest: Path, redis: str, resync: int) 
 def up(cp: dict[str, Any], dest: Path) -> Path:
     state = state_dir(cp)
     resync = resync_seconds()
-    redis = ensure_redis()
+    ensure_debian_packages()
     with locked(state.parent / f".{state.name}.lock", "an `up` or `down` of this state dir"):
         install_cluster_objects(cp, dest)
         if is_running(state, cp, dest, resync):
             log(f"already running (logs in {state / 'logs'})")
         else:
-            start(state, cp, dest, redis, resync)
+            start(state, cp, dest, resync)
     return state
 
 
