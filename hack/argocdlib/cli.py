@@ -73,6 +73,7 @@ def cmd_info() -> None:
         "kubeconfig": cp["kubeconfig"],
         "resync_seconds": resync,
         "running": running,
+        "node": bool(cp.get("node")),  # whether the control plane has a node that runs Pods
     }
     print(json.dumps(facts, indent=2))
 
