@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from harness import wait_for
+from harness import INSTANCE, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -94,22 +94,23 @@ class GitRepo:
         return self.git("rev-parse", "HEAD").strip()
 
 
-def backup_schedule(
-    name: str, *, schedule_name: str, time: str, secret: str, instance: str
-) -> dict[str, Any]:
-    """A BackupSchedule as a user keeps it in Git: spec only, nothing the cluster adds."""
-    return {
+def write_schedule(
+    repo: GitRepo, name: str, *, schedule_name: str, time: str, secret: str = "zomro"
+) -> None:
+    """schedules/NAME.yaml: a BackupSchedule as a user keeps it in Git, spec only."""
+    body = {
         "apiVersion": "zomro.com/v1alpha1",
         "kind": "BackupSchedule",
         "metadata": {"name": name},
         "spec": {
-            "instanceId": instance,
+            "instanceId": INSTANCE,
             "scheduleName": schedule_name,
             "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"],
             "time": time,
             "credentialsSecretRef": {"name": secret},
         },
     }
+    repo.write(f"schedules/{name}.yaml", [body])
 
 
 class Applications:

@@ -28,10 +28,10 @@ from argocd_harness import (
     ArgoCD,
     GitRepo,
     argocd_info,
-    backup_schedule,
     describe,
     run_hack_argocd,
     summary,
+    write_schedule,
 )
 from conftest import ControlPlane
 from harness import CRD, INSTANCE, PASSWORD, USERNAME, Cluster, OperatorProcess, wait_for
@@ -129,22 +129,8 @@ def test_an_application_of_backupschedules_syncs_stays_synced_updates_and_prunes
     git: GitRepo,
     diff: str,
 ) -> None:
-    git.write(
-        "schedules/nightly.yaml",
-        [
-            backup_schedule(
-                "nightly", schedule_name="Nightly", time="02:01", secret="zomro", instance=INSTANCE
-            )
-        ],
-    )
-    git.write(
-        "schedules/weekly.yaml",
-        [
-            backup_schedule(
-                "weekly", schedule_name="Weekly", time="03:30", secret="zomro", instance=INSTANCE
-            )
-        ],
-    )
+    write_schedule(git, "nightly", schedule_name="Nightly", time="02:01")
+    write_schedule(git, "weekly", schedule_name="Weekly", time="03:30")
     first = git.commit("two schedules")
     name = _app_name(cluster, "schedules")
     apps.create(
@@ -165,14 +151,7 @@ def test_an_application_of_backupschedules_syncs_stays_synced_updates_and_prunes
         assert status.get("kopf"), status
     _wait_quiet(apps, name, first)
 
-    git.write(
-        "schedules/nightly.yaml",
-        [
-            backup_schedule(
-                "nightly", schedule_name="Nightly", time="04:45", secret="zomro", instance=INSTANCE
-            )
-        ],
-    )
+    write_schedule(git, "nightly", schedule_name="Nightly", time="04:45")
     second = git.commit("nightly at 04:45")
     apps.refresh(name)
     apps.wait(name, revision=second, sync="Synced", health="Healthy")
@@ -199,14 +178,7 @@ def test_the_applications_health_follows_the_ready_condition(
 ) -> None:
     # Zomro applies the create at once but answers late: the schedule stays Creating meanwhile.
     sandbox.control.set_faults(late_create_seconds=20, late_create_count=1)
-    git.write(
-        "schedules/nightly.yaml",
-        [
-            backup_schedule(
-                "nightly", schedule_name="Nightly", time="02:01", secret="zomro", instance=INSTANCE
-            )
-        ],
-    )
+    write_schedule(git, "nightly", schedule_name="Nightly", time="02:01")
     first = git.commit("one schedule")
     name = _app_name(cluster, "health")
     apps.create(name, repo=git, path="schedules", namespace=cluster.namespace)
@@ -220,14 +192,7 @@ def test_the_applications_health_follows_the_ready_condition(
     apps.wait(name, revision=first, sync="Synced", health="Healthy")
 
     cluster.apply_secret("wrong", username=USERNAME, password="not-the-password")
-    git.write(
-        "schedules/broken.yaml",
-        [
-            backup_schedule(
-                "broken", schedule_name="Broken", time="05:00", secret="wrong", instance=INSTANCE
-            )
-        ],
-    )
+    write_schedule(git, "broken", schedule_name="Broken", time="05:00", secret="wrong")
     second = git.commit("a schedule with wrong credentials")
     apps.refresh(name)
     apps.wait(name, revision=second, sync="Synced", health="Degraded")
