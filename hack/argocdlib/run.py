@@ -177,10 +177,17 @@ def install_cluster_objects(cp: dict[str, Any], dest: Path) -> None:
 
 
 def wait_established(cp: dict[str, Any], crd: str) -> None:
-    """Poll (`kubectl wait` fails on a CRD whose status is still empty)."""
-    query = '{.status.conditions[?(@.type=="Established")].status}'
+    """Poll: `kubectl wait` and jsonpath filters fail while a new CRD's status is still empty."""
     deadline = time.monotonic() + 60
-    while kubectl(cp, "get", f"crd/{crd}", f"--output=jsonpath={query}") != "True":
+    while True:
+        conditions = (
+            json.loads(kubectl(cp, "get", f"crd/{crd}", "-o", "json"))
+            .get("status", {})
+            .get("conditions")
+            or []
+        )
+        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+            return
         if time.monotonic() > deadline:
             fail(f"CRD {crd} not Established after 60s")
         time.sleep(0.25)

@@ -28,9 +28,7 @@ class ArgoCD:
     """What `hack/argocd info` reports about the running Argo CD (and its control plane)."""
 
     namespace: str
-    version: str
     node: bool
-    state_dir: Path
 
 
 def run_hack_argocd(

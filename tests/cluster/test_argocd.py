@@ -69,9 +69,7 @@ def argocd(control_plane: ControlPlane) -> Iterator[ArgoCD]:
         _unavailable(f"`hack/argocd up` failed:\n{result.stderr[-3000:]}")
     info = argocd_info(env)
     try:
-        yield ArgoCD(
-            info["namespace"], info["version"], bool(info["node"]), Path(info["state_dir"])
-        )
+        yield ArgoCD(info["namespace"], bool(info["node"]))
     finally:
         if started_here:
             run_hack_argocd("down", env, 120)
