@@ -29,6 +29,7 @@ from argocd_harness import (
     GitRepo,
     argocd_info,
     describe,
+    operation_running,
     run_hack_argocd,
     summary,
     write_schedule,
@@ -268,7 +269,8 @@ def test_the_charts_application_syncs_the_crd_first_and_never_deletes_it(
         app = apps.get(name)
         resources = (app.get("status") or {}).get("resources") or []
         in_sync = resources and all(r.get("status") == "Synced" for r in resources)
-        return app if summary(app)[:2] == (revision, "Synced") and in_sync else None
+        done = in_sync and not operation_running(app)
+        return app if summary(app)[:2] == (revision, "Synced") and done else None
 
     try:
         app = wait_for(f"{name} Synced", synced, timeout=120)
