@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint clean
+.PHONY: help venv lint format typecheck unit test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint argocd-binary clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the project and its test dependencies
 
-# hack/control-plane is a thin launcher of the hack/controlplane package: both are checked.
-HACK_PY := hack/controlplane hack/control-plane
+# hack/control-plane and hack/argocd are thin launchers of the hack/controlplane and
+# hack/argocdlib packages: all are checked.
+HACK_PY := hack/controlplane hack/control-plane hack/argocdlib hack/argocd
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check operator tests $(HACK_PY)
@@ -34,7 +35,8 @@ format: $(STAMP) ## apply ruff fixes and formatting
 typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-plane
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests
-	$(VENV)/bin/mypy $(HACK_PY)
+	$(VENV)/bin/mypy hack/controlplane hack/control-plane
+	$(VENV)/bin/mypy hack/argocdlib hack/argocd
 
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build
@@ -49,10 +51,13 @@ image: ## build the image from the Dockerfile (buildah, local Debian base), load
 actionlint: ## lint the GitHub Actions workflows with actionlint (built once from its Go module)
 	hack/control-plane actionlint .github/workflows/*.yml
 
+argocd-binary: ## build (once) argocd from its Go module into the cache
+	hack/argocd build
+
 unit: $(STAMP) ## fast hermetic unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test: $(STAMP) lint typecheck actionlint node-binaries image ## everything: lint, types, unit, API-server and node e2e tests
+test: $(STAMP) lint typecheck actionlint node-binaries image argocd-binary ## everything: lint, types, unit, API-server, Argo CD and node e2e tests
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 e2e: $(STAMP) node-binaries image ## only the e2e tests: the image in Pods on the node (helm, kustomize, kills)

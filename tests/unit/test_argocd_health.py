@@ -1,4 +1,5 @@
-"""The Argo CD health check (argocd/.../health.lua), run with a real Lua interpreter via lupa.
+"""The Argo CD health check (argocd/.../health.lua), run with a full Lua 5.4 via lupa: fast,
+but not Argo CD's gopher-lua (test_argocd_health_by_argocd.py is the proof).
 
 The samples are in Argo CD's own `health_test.yaml` format, so the same files could be contributed
 to Argo CD's resource_customizations as they are.
@@ -30,11 +31,18 @@ DEGRADED_REASONS = (
 
 
 def health_of(obj: dict[str, Any], script: str | None = None) -> dict[str, str]:
-    """Evaluate the health script the way Argo CD does: `obj` global in, `hs` table out."""
+    """Evaluate the health script the way Argo CD does: `obj` global in, `hs` table out, and
+    for a terminating resource the script's `deletionMessage` as the message (Argo CD's
+    gitops-engine does that; without one it says "Pending deletion"). Only a quick check: the
+    proof is tests/unit/test_argocd_health_by_argocd.py, which runs Argo CD's own code."""
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().obj = lua.table_from(obj, recursive=True)
     result = lua.execute(script if script is not None else HEALTH_LUA.read_text())
-    return {str(k): str(v) for k, v in result.items()}
+    health = {str(k): str(v) for k, v in result.items()}
+    deletion_message = health.pop("deletionMessage", None)
+    if obj.get("metadata", {}).get("deletionTimestamp"):
+        health["message"] = deletion_message or "Pending deletion"
+    return health
 
 
 def _cases() -> list[Any]:

@@ -43,8 +43,11 @@ if obj.spec ~= nil and obj.spec.suspend == true then
 end
 
 if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  -- Argo CD replaces the message of a terminating resource with "Pending deletion; blocked by
+  -- finalizers: ..." unless the script sets deletionMessage.
   hs.status = "Progressing"
   hs.message = "Deleting: waiting for the operator to finish with the Zomro schedule"
+  hs.deletionMessage = hs.message
   return hs
 end
 
