@@ -109,7 +109,3 @@ class CredentialStore:
             return _Entry(None, exc, now)
         self._last_good[ref] = credentials
         return _Entry(credentials, None, now)
-
-    def forget(self, ref: SecretRef) -> None:
-        """Drop the cached read so the next ``get`` reads the Secret again."""
-        self._entries.pop(ref, None)

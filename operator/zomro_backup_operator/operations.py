@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import kopf
@@ -62,7 +62,9 @@ class Resource:
         return Observed.from_status(self.status)
 
 
-async def connect(rt: Runtime, res: Resource, desired: Desired, *, deleting: bool) -> Remote:
+async def connect(
+    rt: Runtime, res: Resource, desired: Desired, *, deleting: bool, max_age: float
+) -> Remote:
     ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
     credentials = await rt.credentials.get(ref, allow_last_known=deleting)
     client = rt.clients.get(credentials)
@@ -71,7 +73,7 @@ async def connect(rt: Runtime, res: Resource, desired: Desired, *, deleting: boo
         slot=rt.slots.get(credentials.fingerprint, desired.instance_id),
         claims=rt.claims,
         indexed=res.claims_index,
-        max_age=rt.settings.resync_seconds,
+        max_age=max_age,
         settle=rt.settings.create_settle_seconds,
     )
 
@@ -131,7 +133,10 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
         raise
     try:
         removal, schedule_id = await reconcile.remove(
-            desired, observed, rt.claims, lambda: connect(rt, res, desired, deleting=True)
+            desired,
+            observed,
+            rt.claims,
+            lambda: connect(rt, res, desired, deleting=True, max_age=0.0),
         )
     except Exception as exc:
         failure = classify(exc)
@@ -161,7 +166,7 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
 
 
 async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: float) -> Outcome:
-    remote = await connect(rt, res, desired, deleting=False)
+    remote = await connect(rt, res, desired, deleting=False, max_age=max_age)
 
     async def record_pending(pending: PendingCreate | None) -> None:
         if pending is None:  # the create was refused: written with the handler's own patch
@@ -186,12 +191,11 @@ async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: floa
         res.status = {**res.status, **patch}
 
     try:
-        return await reconcile.ensure(
-            desired, res.observed(), remote, record_pending, max_age=max_age
-        )
+        return await reconcile.ensure(desired, res.observed(), remote, record_pending)
     except NotFoundError:
         # Our listing was older than a removal behind our back: look again, once.
-        return await reconcile.ensure(desired, res.observed(), remote, record_pending, max_age=0)
+        fresh = replace(remote, max_age=0.0)
+        return await reconcile.ensure(desired, res.observed(), fresh, record_pending)
 
 
 def _succeed(

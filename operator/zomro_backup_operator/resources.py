@@ -126,7 +126,6 @@ class Observed:
     """What the resource's status says the operator last did."""
 
     schedule_id: str | None = None
-    server_name: str | None = None
     pending: PendingCreate | None = None
     observed_generation: int | None = None
     ready_reason: str | None = None
@@ -149,7 +148,6 @@ class Observed:
                 if schedule_id
                 else None
             ),
-            server_name=status.get("serverName"),
             pending=PendingCreate.from_status(pending),
             observed_generation=int(generation) if generation is not None else None,
             ready_reason=ready.get("reason"),

@@ -68,7 +68,12 @@ def test_observed_status_reads_id_pending_intent_and_ready_reason() -> None:
             "conditions": [{"type": "Ready", "status": "False", "reason": "Conflict"}],
         }
     )
-    assert observed == Observed("14", None, PendingCreate("MySchedule", 0.0), 2, "Conflict")
+    assert observed == Observed(
+        schedule_id="14",
+        pending=PendingCreate("MySchedule", 0.0),
+        observed_generation=2,
+        ready_reason="Conflict",
+    )
 
 
 def test_settings_have_the_documented_defaults() -> None:

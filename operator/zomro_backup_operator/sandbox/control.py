@@ -104,9 +104,6 @@ class SandboxControl:
     def expire_sessions(self) -> int:
         return int(self._call("POST", "/expire-sessions")["expired"])
 
-    def set_session_ttl(self, seconds: float) -> None:
-        self._call("PUT", "/settings", {"session_ttl": seconds})
-
     def make_busy(self, instance_id: str, seconds: float) -> None:
         """Make the instance refuse edits with ``runningoperation`` for a while."""
         self._call("POST", f"/instances/{instance_id}/busy", {"seconds": seconds})
