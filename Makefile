@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit test chaos bench demo demo-down sync-crds lock control-plane-up control-plane-down binaries clean
+.PHONY: help venv lint format typecheck unit packaging test chaos bench demo demo-down sync-crds lock control-plane-up control-plane-down binaries clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 
 unit: $(STAMP) ## fast hermetic unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+packaging: $(STAMP) ## what ships: the Dockerfile replay, chart and manifests, the lock
+	$(PY) -m pytest tests/packaging $(PYTEST_ARGS)
 
 test: $(STAMP) lint typecheck binaries ## everything: lint, types, unit and real-API-server tests
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)

@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Not in `make unit` (seconds): `make packaging` and `make test` run these.
+pytestmark = pytest.mark.packaging
 DOCKERFILE = REPO / "Dockerfile"
 
 
