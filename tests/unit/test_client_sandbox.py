@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -504,11 +503,10 @@ async def test_reads_back_off_exponentially_up_to_the_cap_then_give_up(
     fake_time: FakeTime,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     options = ClientOptions(
         max_requests_per_second=1000.0, read_attempts=6, backoff_initial=1.0, backoff_max=3.0
     )
-    zc = make_client(options=options)
+    zc = make_client(options=options, random=lambda: 1.0)  # the top of every jitter range
     await zc.list_instances()
     set_faults(sb, error_rate=1.0, error_funcs=[FUNC_SCHEDULES])
     with pytest.raises(ServerError):

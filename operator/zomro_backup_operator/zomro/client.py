@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 import urllib.parse
@@ -25,7 +24,7 @@ import httpx
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from zomro_backup_operator.zomro import wire
+from zomro_backup_operator.zomro import backoff, wire
 from zomro_backup_operator.zomro.credentials import AuthMode, Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
@@ -125,8 +124,9 @@ class ZomroClient:
     """Typed access to Zomro's backup schedules for one credential set.
 
     ``transport`` is the test seam (a MockTransport, or a real one wrapped); ``sleep`` and
-    ``clock`` (monotonic seconds) are what retries and throttle pauses wait with, so tests can
-    control time; ``on_request(func, outcome, seconds)`` is called after every HTTP request.
+    ``clock`` (monotonic seconds) are what retries and throttle pauses wait with, and ``random``
+    jitters the retries, so tests can control time; ``on_request(func, outcome, seconds)`` is
+    called after every HTTP request.
     """
 
     def __init__(
@@ -139,8 +139,10 @@ class ZomroClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_request: RequestHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        random: backoff.Random = backoff.RANDOM,
     ) -> None:
         self._credentials = credentials
+        self._random = random
         self._options = options or ClientOptions()
         self._sleep = sleep
         self._clock = clock
@@ -400,11 +402,12 @@ class ZomroClient:
         return exc.retry_after is None or exc.retry_after <= self._options.backoff_max
 
     def _retry_delay(self, state: RetryCallState) -> float:
-        ceiling = min(
+        delay = backoff.delay(
+            state.attempt_number - 1,
+            self._options.backoff_initial,
             self._options.backoff_max,
-            self._options.backoff_initial * 2 ** (state.attempt_number - 1),
+            random=self._random,
         )
-        delay = random.uniform(0.0, ceiling)
         exc = state.outcome.exception() if state.outcome is not None else None
         # Throttles pause the whole client: that pause is waited in _send, not added here.
         if isinstance(exc, ZomroError) and exc.retry_after is not None and not _pauses(exc):
@@ -614,9 +617,10 @@ class ZomroClient:
         """Hold every call of this client until Zomro's retry-after (or a backoff) has passed."""
         self._throttle_streak += 1
         if exc.retry_after is None:
-            exc.retry_after = min(
+            exc.retry_after = backoff.ceiling(
+                self._throttle_streak - 1,
+                max(self._options.backoff_initial, 0.1),
                 self._options.backoff_max,
-                max(self._options.backoff_initial, 0.1) * 2 ** (self._throttle_streak - 1),
             )
         until = self._clock() + exc.retry_after
         if until > self._paused_until:
