@@ -4,6 +4,7 @@ write status, post Events. Kept apart from the decorators so it reads top to bot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -63,11 +64,18 @@ class Resource:
 
 
 async def connect(
-    rt: Runtime, res: Resource, desired: Desired, *, deleting: bool, max_age: float
+    rt: Runtime,
+    res: Resource,
+    desired: Desired,
+    *,
+    deleting: bool,
+    max_age: float,
+    stack: contextlib.AsyncExitStack,
 ) -> Remote:
+    """Zomro for this resource; its client stays open until ``stack`` closes."""
     ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
     credentials = await rt.credentials.get(ref, allow_last_known=deleting)
-    client = rt.clients.get(credentials)
+    client = await stack.enter_async_context(rt.clients.lease(credentials))
     return Remote(
         zomro=client,
         slot=rt.slots.get(credentials.fingerprint, desired.instance_id),
@@ -132,12 +140,13 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
             return  # never reached Zomro: nothing to clean up
         raise
     try:
-        removal, schedule_id = await reconcile.remove(
-            desired,
-            observed,
-            rt.claims,
-            lambda: connect(rt, res, desired, deleting=True, max_age=0.0),
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            removal, schedule_id = await reconcile.remove(
+                desired,
+                observed,
+                rt.claims,
+                lambda: connect(rt, res, desired, deleting=True, max_age=0.0, stack=stack),
+            )
     except Exception as exc:
         failure = classify(exc)
         waiting = Failure(
@@ -166,7 +175,12 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
 
 
 async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: float) -> Outcome:
-    remote = await connect(rt, res, desired, deleting=False, max_age=max_age)
+    async with contextlib.AsyncExitStack() as stack:
+        remote = await connect(rt, res, desired, deleting=False, max_age=max_age, stack=stack)
+        return await _ensure_with(rt, res, desired, remote)
+
+
+async def _ensure_with(rt: Runtime, res: Resource, desired: Desired, remote: Remote) -> Outcome:
 
     async def record_pending(pending: PendingCreate | None) -> None:
         if pending is None:  # the create was refused: written with the handler's own patch

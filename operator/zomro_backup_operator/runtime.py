@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +19,10 @@ from zomro_backup_operator.zomro.credentials import Credentials
 
 
 class ClientPool:
-    """One Zomro client (session, rate limit, throttle pause) per credential set."""
+    """One Zomro client (session, rate limit, throttle pause) per credential set.
+
+    A client whose credential set is no longer in use (its Secret was rotated) is retired: it
+    leaves the pool at once and is closed as soon as no handler holds a lease on it."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -26,6 +32,8 @@ class ClientPool:
             max_in_flight=settings.max_in_flight,
         )
         self._clients: dict[str, ZomroClient] = {}
+        self._leases: Counter[ZomroClient] = Counter()
+        self._retired: set[ZomroClient] = set()
 
     def get(self, credentials: Credentials) -> ZomroClient:
         client = self._clients.get(credentials.fingerprint)
@@ -38,6 +46,32 @@ class ClientPool:
             )
             self._clients[credentials.fingerprint] = client
         return client
+
+    @contextlib.asynccontextmanager
+    async def lease(self, credentials: Credentials) -> AsyncIterator[ZomroClient]:
+        """The pool's client for ``credentials``, kept open until the lease ends."""
+        client = self.get(credentials)
+        self._leases[client] += 1
+        try:
+            yield client
+        finally:
+            self._leases[client] -= 1
+            if not self._leases[client]:
+                del self._leases[client]
+                if client in self._retired:
+                    self._retired.discard(client)
+                    await client.aclose()
+
+    async def retire(self, fingerprint: str) -> None:
+        """Take the credential set's client out of the pool; close it once nobody leases it."""
+        client = self._clients.pop(fingerprint, None)
+        if client is None:
+            return
+        if self._leases[client]:
+            self._retired.add(client)
+        else:
+            del self._leases[client]
+            await client.aclose()
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -60,7 +94,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, kube: Kube | None = None) -> Runtime:
         kube = kube or Kube()
-        return cls(
+        runtime = cls(
             settings=settings,
             kube=kube,
             credentials=CredentialStore(
@@ -68,6 +102,16 @@ class Runtime:
             ),
             clients=ClientPool(settings),
         )
+        runtime.credentials.on_replaced = runtime.retire
+        return runtime
+
+    async def retire(self, replaced: Credentials) -> None:
+        """A Secret now holds other credentials: unless another Secret still holds the old ones,
+        drop their HTTP client (closed when its last handler is done) and their idle slots."""
+        if self.credentials.in_use(replaced.fingerprint):
+            return
+        self.slots.retire(replaced.fingerprint)
+        await self.clients.retire(replaced.fingerprint)
 
 
 def of(memo: Any) -> Runtime:

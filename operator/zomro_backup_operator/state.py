@@ -145,6 +145,12 @@ class InstanceSlot:
             self.fetched_at = clock()
         return list(self.rows)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing here that a listing would not tell again: no decision, no create under way."""
+        busy = self._worker is not None and not self._worker.done()
+        return not (self.lock.locked() or self.in_flight or self.accepted or busy or self._queue)
+
     def invalidate(self) -> None:
         self.rows = None
 
@@ -200,3 +206,10 @@ class Slots:
 
     def get(self, fingerprint: str, instance_id: str) -> InstanceSlot:
         return self._slots.setdefault((fingerprint, instance_id), InstanceSlot())
+
+    def retire(self, fingerprint: str) -> None:
+        """Forget the credential set's slots that hold nothing a decision still needs: one with
+        a decision under way, a create on its way or one Zomro accepted stays."""
+        for key, slot in list(self._slots.items()):
+            if key[0] == fingerprint and slot.idle:
+                del self._slots[key]

@@ -184,6 +184,10 @@ class ZomroClient:
         """Close the connection pool."""
         await self._http.aclose()
 
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
+
     async def __aenter__(self) -> ZomroClient:
         return self
 
