@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the project and its test dependencies
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the import boundaries (lint-imports)
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix operator tests
