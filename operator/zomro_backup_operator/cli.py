@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from zomro_backup_operator.sandbox.server import serve
 
         return serve(host=args.host, port=args.port, config=args.config, state=args.state)
-    from zomro_backup_operator.runner import run
+    from zomro_backup_operator.run_command import run
 
     return run(
         namespaces=args.namespaces,

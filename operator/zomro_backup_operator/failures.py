@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import kopf
 
-from zomro_backup_operator.credentials import CredentialsError
 from zomro_backup_operator.reconcile import CreatePendingError, ReconcileError
 from zomro_backup_operator.resources import InvalidSpecError, InvalidStatusError
+from zomro_backup_operator.secret_store import CredentialsError
 from zomro_backup_operator.zomro import errors as z
 from zomro_backup_operator.zomro.backoff import RANDOM, Random
 from zomro_backup_operator.zomro.backoff import delay as backoff_delay

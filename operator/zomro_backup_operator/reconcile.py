@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from zomro_backup_operator.claims import ClaimKey, Claims
+from zomro_backup_operator.instance_slot import InstanceSlot
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import Desired, Observed
-from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     AmbiguousResultError,

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zomro_backup_operator import metrics
-from zomro_backup_operator.credentials import CredentialStore
+from zomro_backup_operator.claims import Claims
+from zomro_backup_operator.instance_slot import Slots
 from zomro_backup_operator.kube import Kube
+from zomro_backup_operator.secret_store import CredentialStore
 from zomro_backup_operator.settings import Settings
-from zomro_backup_operator.state import Claims, Recent, Slots
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 
@@ -76,6 +77,23 @@ class ClientPool:
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
+
+
+class Recent:
+    """A bounded set of recently seen keys (oldest forgotten first)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._keys: dict[str, None] = {}
+
+    def add(self, key: str) -> None:
+        self._keys.pop(key, None)
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
 
 
 @dataclass

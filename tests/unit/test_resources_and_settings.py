@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zomro_backup_operator.credentials import CredentialsError, CredentialStore, parse_secret
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import Desired, InvalidSpecError, InvalidStatusError, Observed
+from zomro_backup_operator.secret_store import CredentialsError, CredentialStore, parse_secret
 from zomro_backup_operator.settings import SecretRef, Settings, SettingsError
 from zomro_backup_operator.zomro.models import ID_PATTERN, Weekday
 

@@ -7,9 +7,9 @@ import base64
 from collections.abc import Mapping
 from typing import cast
 
-from zomro_backup_operator.credentials import CredentialStore
 from zomro_backup_operator.kube import Kube
 from zomro_backup_operator.runtime import Runtime
+from zomro_backup_operator.secret_store import CredentialStore
 from zomro_backup_operator.settings import SecretRef, Settings
 
 INSTANCE = "5203773"

@@ -8,10 +8,10 @@ from typing import Any, cast
 import kopf
 import pytest
 
-from zomro_backup_operator.credentials import CredentialsError
 from zomro_backup_operator.failures import NEEDS_PERSON_BACKOFF, TRANSIENT_BACKOFF, classify
 from zomro_backup_operator.reconcile import ConflictError
 from zomro_backup_operator.resources import InvalidSpecError
+from zomro_backup_operator.secret_store import CredentialsError
 from zomro_backup_operator.status import Readiness, changes, synced
 from zomro_backup_operator.zomro import errors as z
 from zomro_backup_operator.zomro.models import Schedule, Weekday

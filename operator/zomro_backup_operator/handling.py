@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import kopf
 
 from zomro_backup_operator import events, metrics, reconcile
+from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.failures import Failure, classify
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
@@ -23,7 +24,6 @@ from zomro_backup_operator.resources import (
     Observed,
 )
 from zomro_backup_operator.runtime import Runtime
-from zomro_backup_operator.state import ClaimKey
 from zomro_backup_operator.status import Readiness, changes, iso, synced
 from zomro_backup_operator.zomro.errors import NotFoundError
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Resource:
+class HandlerCall:
     """One handler call's view of a BackupSchedule."""
 
     body: kopf.Body
@@ -65,7 +65,7 @@ class Resource:
 
 async def connect(
     rt: Runtime,
-    res: Resource,
+    res: HandlerCall,
     desired: Desired,
     *,
     deleting: bool,
@@ -86,7 +86,7 @@ async def connect(
     )
 
 
-async def ensure(rt: Runtime, res: Resource, retry: int) -> None:
+async def ensure(rt: Runtime, res: HandlerCall, retry: int) -> None:
     """create/update/resume: bring Zomro to the spec, or say in status why not (and retry)."""
     try:
         desired = res.desired()
@@ -96,7 +96,7 @@ async def ensure(rt: Runtime, res: Resource, retry: int) -> None:
     _succeed(rt, res, desired, outcome, drift=False)
 
 
-async def resync(rt: Runtime, res: Resource, *, deleting: bool) -> None:
+async def resync(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
     """The periodic drift check. Leaves resources that a handler has yet to finish alone."""
     try:
         observed = res.observed()
@@ -125,7 +125,7 @@ async def resync(rt: Runtime, res: Resource, *, deleting: bool) -> None:
     _succeed(rt, res, desired, outcome, drift=True)
 
 
-async def remove(rt: Runtime, res: Resource, retry: int) -> None:
+async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
     """delete: remove (or orphan) the Zomro schedule; raise until Zomro has confirmed."""
     if res.uid in rt.deleted:
         return
@@ -174,13 +174,13 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
         )
 
 
-async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: float) -> Outcome:
+async def _ensure(rt: Runtime, res: HandlerCall, desired: Desired, *, max_age: float) -> Outcome:
     async with contextlib.AsyncExitStack() as stack:
         remote = await connect(rt, res, desired, deleting=False, max_age=max_age, stack=stack)
         return await _ensure_with(rt, res, desired, remote)
 
 
-async def _ensure_with(rt: Runtime, res: Resource, desired: Desired, remote: Remote) -> Outcome:
+async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: Remote) -> Outcome:
 
     async def record_pending(pending: PendingCreate | None) -> None:
         if pending is None:  # the create was refused: written with the handler's own patch
@@ -213,7 +213,7 @@ async def _ensure_with(rt: Runtime, res: Resource, desired: Desired, remote: Rem
 
 
 def _succeed(
-    rt: Runtime, res: Resource, desired: Desired, outcome: Outcome, *, drift: bool
+    rt: Runtime, res: HandlerCall, desired: Desired, outcome: Outcome, *, drift: bool
 ) -> None:
     patch = changes(
         res.status,
@@ -230,7 +230,7 @@ def _succeed(
         kopf.event(res.body, type="Normal", reason=event[0], message=event[1])
 
 
-def _report_failure(rt: Runtime, res: Resource, failure: Failure) -> None:
+def _report_failure(rt: Runtime, res: HandlerCall, failure: Failure) -> None:
     patch = changes(res.status, Readiness(False, failure.reason, failure.message), res.generation)
     res.patch.status.update(patch)
     rt.ready.set(res.key, False)
@@ -240,7 +240,7 @@ def _report_failure(rt: Runtime, res: Resource, failure: Failure) -> None:
 
 
 def _fail(
-    rt: Runtime, res: Resource, exc: Exception, retry: int, *, failure: Failure | None = None
+    rt: Runtime, res: HandlerCall, exc: Exception, retry: int, *, failure: Failure | None = None
 ) -> NoReturn:
     failure = failure or classify(exc)
     _report_failure(rt, res, failure)

@@ -1,4 +1,4 @@
-"""The Kubernetes-side handler work (operations.py) with a fake Kube, a fake Zomro and kopf's
+"""The Kubernetes-side handler work (handling.py) with a fake Kube, a fake Zomro and kopf's
 own Patch: what goes into status, when an Event is posted, what the resync leaves alone."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import kopf
 import pytest
 from fake_zomro import FakeZomro
 
-from zomro_backup_operator import operations
-from zomro_backup_operator.operations import Resource
+from zomro_backup_operator import handling
+from zomro_backup_operator.claims import ClaimKey
+from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.runtime import ClientPool, Runtime
 from zomro_backup_operator.settings import Settings
-from zomro_backup_operator.state import ClaimKey
 from zomro_backup_operator.zomro.client import ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import ServerError
@@ -93,8 +93,8 @@ class World:
         generation: int = 1,
         spec: Mapping[str, Any] = SPEC,
         claims: Mapping[ClaimKey, Iterable[str]] | None = None,
-    ) -> Resource:
-        return Resource(
+    ) -> HandlerCall:
+        return HandlerCall(
             body=kopf.Body({"metadata": {"namespace": "team", "name": "nightly"}}),
             uid="uid-1",
             namespace="team",
@@ -131,7 +131,7 @@ async def test_a_create_records_its_intent_before_zomro_and_its_id_in_the_handle
     world: World,
 ) -> None:
     res = world.resource()
-    await operations.ensure(world.rt, res, retry=0)
+    await handling.ensure(world.rt, res, retry=0)
 
     [intent] = world.kube.status_writes
     assert intent["pendingCreate"]["name"] == "nightly"
@@ -152,7 +152,7 @@ async def test_a_failure_posts_its_warning_event_only_when_the_condition_changes
     del world.kube.secrets[("team", "zomro")]
     first = world.resource()
     with pytest.raises(kopf.TemporaryError):
-        await operations.ensure(world.rt, first, retry=0)
+        await handling.ensure(world.rt, first, retry=0)
     assert _ready(first.patch["status"])["reason"] == "CredentialsNotFound"
     assert [(kind, reason) for kind, reason, _ in world.events] == [
         ("Warning", "CredentialsNotFound")
@@ -160,7 +160,7 @@ async def test_a_failure_posts_its_warning_event_only_when_the_condition_changes
 
     again = world.resource(status=first.patch["status"])
     with pytest.raises(kopf.TemporaryError):
-        await operations.ensure(world.rt, again, retry=1)
+        await handling.ensure(world.rt, again, retry=1)
     assert "conditions" not in (again.patch.get("status") or {})
     assert len(world.events) == 1
 
@@ -187,7 +187,7 @@ async def test_the_resync_leaves_alone_what_a_handler_has_yet_to_finish(
     world: World, status: Mapping[str, Any], generation: int, deleting: bool
 ) -> None:
     res = world.resource(status, generation=generation)
-    await operations.resync(world.rt, res, deleting=deleting)
+    await handling.resync(world.rt, res, deleting=deleting)
     assert world.zomro.calls == []
     assert dict(res.patch) == {}
     assert world.events == []
@@ -198,7 +198,7 @@ async def test_the_resync_puts_back_a_schedule_changed_at_zomro_with_a_drift_eve
 ) -> None:
     schedule_id = world.listed(at="05:00")
     res = world.resource({"scheduleId": schedule_id, "observedGeneration": 1})
-    await operations.resync(world.rt, res, deleting=False)
+    await handling.resync(world.rt, res, deleting=False)
     assert world.zomro.schedules[schedule_id].time == "02:01"
     assert [reason for _, reason, _ in world.events] == ["DriftCorrected"]
 
@@ -210,7 +210,7 @@ async def test_a_deletion_zomro_cannot_confirm_says_that_the_deletion_waits(
     world.zomro.fail["delete_schedule"] = ServerError("HTTP 503")
     res = world.resource({"scheduleId": schedule_id, "observedGeneration": 1})
     with pytest.raises(kopf.TemporaryError):
-        await operations.remove(world.rt, res, retry=0)
+        await handling.remove(world.rt, res, retry=0)
     ready = _ready(res.patch["status"])
     assert ready["reason"] == "ZomroUnavailable"
     assert ready["message"].startswith("deletion waits until Zomro confirms it: ")
@@ -226,7 +226,7 @@ async def test_a_schedule_gone_since_the_cached_listing_is_looked_up_again_and_r
     del world.zomro.schedules[stale]  # removed at Zomro after our last listing
 
     res = world.resource({"scheduleId": stale, "observedGeneration": 1})
-    await operations.ensure(world.rt, res, retry=0)
+    await handling.ensure(world.rt, res, retry=0)
 
     assert world.zomro.calls.count("list_schedules") == 1  # the second look, not the cache
     assert "update_schedule" in world.zomro.calls
