@@ -17,15 +17,7 @@ import pytest
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import AccountConfig, InstanceConfig, SandboxConfig
-from zomro_backup_operator.zomro.client import (
-    FUNC_AUTH,
-    FUNC_INSTANCES,
-    FUNC_SCHEDULE_DELETE,
-    FUNC_SCHEDULE_EDIT,
-    FUNC_SCHEDULES,
-    ClientOptions,
-    ZomroClient,
-)
+from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
@@ -43,6 +35,13 @@ from zomro_backup_operator.zomro.errors import (
     ZomroConnectionError,
     ZomroError,
     ZomroTimeoutError,
+)
+from zomro_backup_operator.zomro.funcs import (
+    FUNC_AUTH,
+    FUNC_INSTANCES,
+    FUNC_SCHEDULE_DELETE,
+    FUNC_SCHEDULE_EDIT,
+    FUNC_SCHEDULES,
 )
 from zomro_backup_operator.zomro.models import Instance, ScheduleSpec, Weekday
 

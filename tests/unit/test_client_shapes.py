@@ -17,15 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zomro_backup_operator.zomro.client import (
-    FUNC_AUTH,
-    FUNC_INSTANCES,
-    FUNC_SCHEDULE_DELETE,
-    FUNC_SCHEDULE_EDIT,
-    FUNC_SCHEDULES,
-    ClientOptions,
-    ZomroClient,
-)
+from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
@@ -39,6 +31,13 @@ from zomro_backup_operator.zomro.errors import (
     UnknownOutcomeError,
     ZomroError,
     ZomroTimeoutError,
+)
+from zomro_backup_operator.zomro.funcs import (
+    FUNC_AUTH,
+    FUNC_INSTANCES,
+    FUNC_SCHEDULE_DELETE,
+    FUNC_SCHEDULE_EDIT,
+    FUNC_SCHEDULES,
 )
 from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
 

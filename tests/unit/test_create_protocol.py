@@ -26,9 +26,10 @@ from zomro_backup_operator.reconcile import (
 )
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
-from zomro_backup_operator.zomro.client import FUNC_SCHEDULE_EDIT, ClientOptions, ZomroClient
+from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import CreatedNotListedError, ZomroError
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_EDIT
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday, may_be_stored_as
 
 INSTANCE = "5203773"

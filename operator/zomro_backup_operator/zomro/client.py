@@ -42,6 +42,13 @@ from zomro_backup_operator.zomro.errors import (
     ZomroError,
     ZomroTimeoutError,
 )
+from zomro_backup_operator.zomro.funcs import (
+    FUNC_AUTH,
+    FUNC_INSTANCES,
+    FUNC_SCHEDULE_DELETE,
+    FUNC_SCHEDULE_EDIT,
+    FUNC_SCHEDULES,
+)
 from zomro_backup_operator.zomro.models import (
     Instance,
     Schedule,
@@ -55,11 +62,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL: Final = "https://api.zomro.com/"
 
-FUNC_AUTH: Final = "auth"
-FUNC_INSTANCES: Final = "instances"
-FUNC_SCHEDULES: Final = "instances.fleio_bckps.schedule"
-FUNC_SCHEDULE_EDIT: Final = "instances.fleio_bckps.schedule.edit"
-FUNC_SCHEDULE_DELETE: Final = "instances.fleio_bckps.schedule.delete"
 
 MAX_PAGES: Final = 100
 """A list longer than this many pages is not one this client asked for."""
