@@ -23,15 +23,18 @@ venv: $(STAMP) ## create .venv with the project and its test dependencies
 lint: $(STAMP) ## ruff lint and format check, and the import boundaries (lint-imports)
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check hack/bench.py hack/bench
+	$(VENV)/bin/ruff format --check hack/bench.py hack/bench
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix operator tests
-	$(VENV)/bin/ruff format operator tests
+	$(VENV)/bin/ruff check --fix operator tests hack/bench.py hack/bench
+	$(VENV)/bin/ruff format operator tests hack/bench.py hack/bench
 
 typecheck: $(STAMP) ## mypy --strict, the package and the tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests
+	$(VENV)/bin/mypy --strict hack/bench.py
 
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build
