@@ -5,7 +5,8 @@ event loop use ``running_sandbox`` and its ``state``/``faults`` instead: a block
 would wait on the very loop that must answer it.
 
 The launcher (``start_sandbox_process``) stays in the wheel, not in tests/: ``hack/bench`` and
-anyone scripting a trial run against the sandbox use it from the installed package (docs/sandbox.md).
+anyone scripting a trial run against the sandbox use it from the installed package
+(docs/sandbox.md).
 """
 
 from __future__ import annotations
