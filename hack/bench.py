@@ -44,12 +44,12 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_generation
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 
 REPO = Path(__file__).resolve().parents[1]
 CONTROL_PLANE = REPO / "hack" / "control-plane"
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
-GROUP, VERSION, PLURAL = "zomro.com", "v1alpha1", "backupschedules"
 USERNAME = "bench"
 PASSWORD = "pw-bench-" + uuid.uuid4().hex[:12]
 FIRST_INSTANCE = 9_000_001
@@ -177,19 +177,6 @@ class Seen:
             return self.events[-1][0] if self.events else 0.0
 
 
-def is_ready(body: dict[str, Any]) -> bool:
-    generation = body.get("metadata", {}).get("generation")
-    status = body.get("status") or {}
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(
-                condition.get("status") == "True"
-                and condition.get("observedGeneration") == generation
-                and status.get("observedGeneration") == generation
-            )
-    return False
-
-
 def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threading.Event) -> None:
     custom = client.CustomObjectsApi(api)
     version = _list(custom, namespace)["metadata"]["resourceVersion"]
@@ -215,7 +202,11 @@ def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threa
                 version = body["metadata"]["resourceVersion"]
                 with seen.lock:
                     seen.events.append((now, kind, name, version))
-                    if kind != "DELETED" and name not in seen.ready_at and is_ready(body):
+                    if (
+                        kind != "DELETED"
+                        and name not in seen.ready_at
+                        and ready_at_generation(body)
+                    ):
                         seen.ready_at[name] = now
                     if kind == "DELETED":
                         seen.gone_at[name] = now

@@ -153,3 +153,18 @@ class Observed:
             ready_reason=ready.get("reason"),
             schedule_name=status.get("scheduleName"),
         )
+
+
+def ready_at_generation(body: Mapping[str, Any]) -> bool:
+    """Whether a BackupSchedule says Ready=True for its current generation (the condition and
+    status.observedGeneration both at metadata.generation): what a user waits for."""
+    generation = (body.get("metadata") or {}).get("generation")
+    status = body.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(
+                condition.get("status") == "True"
+                and condition.get("observedGeneration") == generation
+                and status.get("observedGeneration") == generation
+            )
+    return False

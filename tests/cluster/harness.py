@@ -19,7 +19,9 @@ from typing import Any, TypeVar, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-GROUP, VERSION, PLURAL = "zomro.com", "v1alpha1", "backupschedules"
+from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
+from zomro_backup_operator.resources import ready_at_generation as is_ready_now
+
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
 
@@ -316,20 +318,6 @@ def list_bodies(cluster: Cluster) -> dict[str, dict[str, Any]]:
         cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL),
     )
     return {item["metadata"]["name"]: item for item in listing["items"]}
-
-
-def is_ready_now(body: dict[str, Any]) -> bool:
-    """Ready=True at the resource's current generation."""
-    generation = body["metadata"].get("generation")
-    status = body.get("status") or {}
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(
-                condition.get("status") == "True"
-                and condition.get("observedGeneration") == generation
-                and status.get("observedGeneration") == generation
-            )
-    return False
 
 
 def wait_all_ready(
