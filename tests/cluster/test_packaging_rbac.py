@@ -6,7 +6,6 @@ Both watch scopes: all namespaces (ClusterRole) and a list of namespaces (Roles)
 from __future__ import annotations
 
 import copy
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -24,6 +23,7 @@ from harness import (
     SANDBOX_CONFIG,
     USERNAME,
     Cluster,
+    free_port,
     temporary_namespace,
     wait_for,
 )
@@ -54,13 +54,6 @@ def home_namespace(k8s_api: Any) -> Iterator[str]:
     """The release namespace: ServiceAccount and default credentials, not watched itself."""
     with temporary_namespace(k8s_api, "home") as name:
         yield name
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _install_identity(
@@ -187,7 +180,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     sa_config = _token_kubeconfig(
         kubectl, Path(control_plane.kubeconfig), home_namespace, account, tmp_path / "sa.kubeconfig"
     )
-    metrics_port, liveness_port = _free_port(), _free_port()
+    metrics_port, liveness_port = free_port(), free_port()
     scope_args = ["-n", namespace] if watched else ["-A"]
     log_path = tmp_path / "operator.log"
     with log_path.open("wb") as log:

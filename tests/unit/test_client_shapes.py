@@ -16,6 +16,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import FakeTime
 
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
@@ -82,19 +83,6 @@ class FakeZomro:
         return [call["func"] for call in self.calls]
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def make(
     fake: FakeZomro | httpx.AsyncBaseTransport,
     *,
@@ -102,7 +90,7 @@ def make(
     clock: FakeTime | None = None,
     **options: Any,
 ) -> ZomroClient:
-    clock = clock or FakeTime()
+    clock = clock or FakeTime(now=500.0)
     transport = httpx.MockTransport(fake) if isinstance(fake, FakeZomro) else fake
     return ZomroClient(
         credentials or Credentials(username="u", password="p-secret"),
@@ -355,7 +343,7 @@ async def test_a_retry_after_given_as_an_http_date_is_honoured() -> None:
 
 
 async def test_a_blocked_login_waits_about_twenty_seconds_for_the_whole_client() -> None:
-    clock = FakeTime()
+    clock = FakeTime(now=500.0)
     fake = FakeZomro(
         {
             FUNC_AUTH: [error("auth", "blocklogon"), doc({"auth": {"$id": SID}})],
