@@ -401,6 +401,13 @@ def check_invariants(
         "events": " ".join(f"{e.reason} {e.message}" for e in cluster.events()),
         "status": str([b.get("status") for b in bodies.values()]),
     }
+    assert_no_secrets(texts)
+
+
+def assert_no_secrets(texts: dict[str, str], *secrets: str) -> None:
+    """No password (the sandbox's, and ``secrets``) and no session id in any of ``texts``, a
+    mapping of where (logs, events, status) to what was read there."""
     for where, text in texts.items():
-        assert PASSWORD not in text, f"password in {where}"
-        assert not SESSION_ID.search(text), f"session id in {where}"
+        for secret in (PASSWORD, *secrets):
+            assert secret not in text, f"a password in {where}"
+        assert not SESSION_ID.search(text), f"a session id in {where}"
