@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint argocd-binary clean
+.PHONY: help venv lint format typecheck unit packaging test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint argocd-binary clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -20,13 +20,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the project and its test dependencies
 
-# hack/control-plane and hack/argocd are thin launchers of the hack/controlplane and
-# hack/argocdlib packages: all are checked.
-HACK_PY := hack/controlplane hack/control-plane hack/argocdlib hack/argocd
+# hack/control-plane, hack/argocd and hack/bench are thin launchers of the hack/controlplane and
+# hack/argocdlib packages and of hack/bench.py: all are checked.
+HACK_PY := hack/controlplane hack/control-plane hack/argocdlib hack/argocd hack/bench.py hack/bench
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the import boundaries (lint-imports)
 	$(VENV)/bin/ruff check operator tests $(HACK_PY)
 	$(VENV)/bin/ruff format --check operator tests $(HACK_PY)
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix operator tests $(HACK_PY)
@@ -37,6 +38,7 @@ typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-pl
 	$(VENV)/bin/mypy tests
 	$(VENV)/bin/mypy hack/controlplane hack/control-plane
 	$(VENV)/bin/mypy hack/argocdlib hack/argocd
+	$(VENV)/bin/mypy --strict hack/bench.py
 
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build
@@ -56,6 +58,9 @@ argocd-binary: ## build (once) argocd from its Go module into the cache
 
 unit: $(STAMP) ## fast hermetic unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+packaging: $(STAMP) ## what ships: hadolint, the chart and manifests, the lock
+	$(PY) -m pytest tests/packaging $(PYTEST_ARGS)
 
 test: $(STAMP) lint typecheck actionlint node-binaries image argocd-binary ## everything: lint, types, unit, API-server, Argo CD and node e2e tests
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)

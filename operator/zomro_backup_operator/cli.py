@@ -176,10 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_cluster=not args.no_cluster,
         )
     if args.command == "sandbox":
-        from zomro_backup_operator.sandbox.server import serve
+        from zomro_backup_operator.sandbox.command import serve
 
         return serve(host=args.host, port=args.port, config=args.config, state=args.state)
-    from zomro_backup_operator.runner import run
+    from zomro_backup_operator.run_command import run
 
     return run(
         namespaces=args.namespaces,

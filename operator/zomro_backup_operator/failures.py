@@ -7,15 +7,16 @@ resource never spins in a hot loop.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import kopf
 
-from zomro_backup_operator.credentials import CredentialsError
 from zomro_backup_operator.reconcile import CreatePendingError, ReconcileError
 from zomro_backup_operator.resources import InvalidSpecError, InvalidStatusError
+from zomro_backup_operator.secret_store import CredentialsError
 from zomro_backup_operator.zomro import errors as z
+from zomro_backup_operator.zomro.backoff import RANDOM, Random
+from zomro_backup_operator.zomro.backoff import delay as backoff_delay
 
 TRANSIENT_BACKOFF = (5.0, 120.0)
 """(first, cap) seconds for failures that heal by themselves: Zomro down, throttled, busy."""
@@ -33,11 +34,10 @@ class Failure:
     retry_after: float | None = None
     backoff: tuple[float, float] = TRANSIENT_BACKOFF
 
-    def delay(self, retry: int, rng: random.Random | None = None) -> float:
+    def delay(self, retry: int, random: Random = RANDOM) -> float:
         """Seconds until the next attempt: the server's word if it gave one, else backoff."""
         first, cap = self.backoff
-        ceiling = min(cap, first * 2 ** min(retry, 16))
-        jittered: float = first + (rng or random).random() * (ceiling - first)
+        jittered = backoff_delay(retry, first, cap, low=first, random=random)
         return max(self.retry_after or 0.0, jittered)
 
     def to_kopf(self, retry: int) -> kopf.TemporaryError | kopf.PermanentError:

@@ -1,4 +1,4 @@
-"""kopf handlers: decorators only, each a few lines that call ``operations``."""
+"""kopf handlers: decorators only, each a few lines that call ``handling``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 import kopf
 
-from zomro_backup_operator import operations, runtime
-from zomro_backup_operator.operations import Resource
+from zomro_backup_operator import handling, runtime
+from zomro_backup_operator.claims import ClaimKey
+from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
 from zomro_backup_operator.settings import Settings
-from zomro_backup_operator.state import ClaimKey
 from zomro_backup_operator.zomro.models import is_object_id
 
 
@@ -57,11 +57,11 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     @kopf.on.create(*resource, registry=registry, id="ensure")
     @kopf.on.update(*resource, registry=registry, id="ensure")
     async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
-        await operations.ensure(runtime.of(memo), _resource(kwargs), retry)
+        await handling.ensure(runtime.of(memo), _resource(kwargs), retry)
 
     @kopf.on.delete(*resource, registry=registry, id="delete")
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
-        await operations.remove(runtime.of(memo), _resource(kwargs), retry)
+        await handling.remove(runtime.of(memo), _resource(kwargs), retry)
 
     @kopf.timer(
         *resource,
@@ -71,16 +71,16 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         initial_delay=lambda **_: config.resync_seconds * random.uniform(0.5, 1.0),
     )
     async def resync(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
-        await operations.resync(
+        await handling.resync(
             runtime.of(memo),
             _resource({**kwargs, "meta": meta}),
             deleting=bool(meta.get("deletionTimestamp")),
         )
 
 
-def _resource(kwargs: dict[str, Any]) -> Resource:
+def _resource(kwargs: dict[str, Any]) -> HandlerCall:
     meta = kwargs["meta"]
-    return Resource(
+    return HandlerCall(
         body=kwargs["body"],
         uid=kwargs["uid"],
         namespace=kwargs["namespace"],

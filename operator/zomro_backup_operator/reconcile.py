@@ -1,6 +1,6 @@
 """The decision core: from (spec, status, what Zomro holds) to what to do, and doing it.
 
-``plan`` is pure. ``ensure``, ``resync`` and ``remove`` carry a plan out against anything that
+``plan`` is pure. ``ensure`` and ``remove`` carry a plan out against anything that
 looks like the Zomro client (``ZomroApi``), so the whole core runs in unit tests without a cluster.
 The crash-safe create protocol is described in docs/design.md.
 """
@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from zomro_backup_operator.claims import ClaimKey, Claims
+from zomro_backup_operator.instance_slot import InstanceSlot
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import Desired, Observed
-from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     AmbiguousResultError,
@@ -208,14 +209,15 @@ class Remote:
     claims: Claims
     indexed: Mapping[ClaimKey, Iterable[str]]
     max_age: float
+    """How old a listing may be when ``ensure`` plans on it."""
     settle: float = 0.0
     """Seconds after sending a create whose answer was lost until it may be taken as never made."""
     clock: Callable[[], float] = field(default=time.time)
 
-    async def schedules(self, instance_id: str, *, max_age: float | None = None) -> list[Schedule]:
+    async def schedules(self, instance_id: str, *, max_age: float) -> list[Schedule]:
         return await self.slot.schedules(
             lambda: self.zomro.list_schedules(instance_id),
-            max_age=self.max_age if max_age is None else max_age,
+            max_age=max_age,
             clock=self.clock,
         )
 
@@ -236,8 +238,6 @@ async def ensure(
     observed: Observed,
     remote: Remote,
     record_pending: RecordPending,
-    *,
-    max_age: float | None = None,
 ) -> Outcome:
     """Bring Zomro to ``desired``: keep, change in place, adopt, or create exactly once.
 
@@ -246,7 +246,7 @@ async def ensure(
     answer after the create is then healed by ``plan`` finding what it made.
     """
     async with remote.slot.lock:
-        step = await _ensure_locked(desired, observed, remote, record_pending, max_age=max_age)
+        step = await _ensure_locked(desired, observed, remote, record_pending)
     if isinstance(step, Outcome):
         return step
     # The create was queued under the lock; wait for it outside, so that creates of other
@@ -286,13 +286,12 @@ async def _ensure_locked(
     observed: Observed,
     remote: Remote,
     record_pending: RecordPending,
-    *,
-    max_age: float | None,
 ) -> Outcome | _Creating:
     instance_id = desired.instance_id
+    max_age = remote.max_age
     if observed.pending is not None or desired.key in remote.slot.accepted:
         # A create of ours may have appeared since the last listing.
-        max_age = min(PENDING_MAX_AGE, remote.max_age if max_age is None else max_age)
+        max_age = min(PENDING_MAX_AGE, max_age)
     rows = await remote.schedules(instance_id, max_age=max_age)
     owner_of = remote.owner_of(instance_id, desired.key)
     decision = plan(

@@ -126,7 +126,6 @@ class Observed:
     """What the resource's status says the operator last did."""
 
     schedule_id: str | None = None
-    server_name: str | None = None
     pending: PendingCreate | None = None
     observed_generation: int | None = None
     ready_reason: str | None = None
@@ -149,9 +148,23 @@ class Observed:
                 if schedule_id
                 else None
             ),
-            server_name=status.get("serverName"),
             pending=PendingCreate.from_status(pending),
             observed_generation=int(generation) if generation is not None else None,
             ready_reason=ready.get("reason"),
             schedule_name=status.get("scheduleName"),
         )
+
+
+def ready_at_generation(body: Mapping[str, Any]) -> bool:
+    """Whether a BackupSchedule says Ready=True for its current generation (the condition and
+    status.observedGeneration both at metadata.generation): what a user waits for."""
+    generation = (body.get("metadata") or {}).get("generation")
+    status = body.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(
+                condition.get("status") == "True"
+                and condition.get("observedGeneration") == generation
+                and status.get("observedGeneration") == generation
+            )
+    return False

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from zomro_backup_operator import metrics
-from zomro_backup_operator.credentials import CredentialStore
+from zomro_backup_operator.claims import Claims
+from zomro_backup_operator.instance_slot import Slots
 from zomro_backup_operator.kube import Kube
+from zomro_backup_operator.secret_store import CredentialStore
 from zomro_backup_operator.settings import Settings
-from zomro_backup_operator.state import Claims, Recent, Slots
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 
 
 class ClientPool:
-    """One Zomro client (session, rate limit, throttle pause) per credential set."""
+    """One Zomro client (session, rate limit, throttle pause) per credential set.
+
+    A client whose credential set is no longer in use (its Secret was rotated) is retired: it
+    leaves the pool at once and is closed as soon as no handler holds a lease on it."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -26,6 +33,8 @@ class ClientPool:
             max_in_flight=settings.max_in_flight,
         )
         self._clients: dict[str, ZomroClient] = {}
+        self._leases: Counter[ZomroClient] = Counter()
+        self._retired: set[ZomroClient] = set()
 
     def get(self, credentials: Credentials) -> ZomroClient:
         client = self._clients.get(credentials.fingerprint)
@@ -39,9 +48,52 @@ class ClientPool:
             self._clients[credentials.fingerprint] = client
         return client
 
+    @contextlib.asynccontextmanager
+    async def lease(self, credentials: Credentials) -> AsyncIterator[ZomroClient]:
+        """The pool's client for ``credentials``, kept open until the lease ends."""
+        client = self.get(credentials)
+        self._leases[client] += 1
+        try:
+            yield client
+        finally:
+            self._leases[client] -= 1
+            if not self._leases[client]:
+                del self._leases[client]
+                if client in self._retired:
+                    self._retired.discard(client)
+                    await client.aclose()
+
+    async def retire(self, fingerprint: str) -> None:
+        """Take the credential set's client out of the pool; close it once nobody leases it."""
+        client = self._clients.pop(fingerprint, None)
+        if client is None:
+            return
+        if self._leases[client]:
+            self._retired.add(client)
+        else:
+            del self._leases[client]
+            await client.aclose()
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
+
+
+class Recent:
+    """A bounded set of recently seen keys (oldest forgotten first)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._keys: dict[str, None] = {}
+
+    def add(self, key: str) -> None:
+        self._keys.pop(key, None)
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
 
 
 @dataclass
@@ -60,7 +112,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, kube: Kube | None = None) -> Runtime:
         kube = kube or Kube()
-        return cls(
+        runtime = cls(
             settings=settings,
             kube=kube,
             credentials=CredentialStore(
@@ -68,6 +120,16 @@ class Runtime:
             ),
             clients=ClientPool(settings),
         )
+        runtime.credentials.on_replaced = runtime.retire
+        return runtime
+
+    async def retire(self, replaced: Credentials) -> None:
+        """A Secret now holds other credentials: unless another Secret still holds the old ones,
+        drop their HTTP client (closed when its last handler is done) and their idle slots."""
+        if self.credentials.in_use(replaced.fingerprint):
+            return
+        self.slots.retire(replaced.fingerprint)
+        await self.clients.retire(replaced.fingerprint)
 
 
 def of(memo: Any) -> Runtime:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-DEFAULT_API_URL = "https://api.zomro.com/"
+from zomro_backup_operator.zomro.client import DEFAULT_BASE_URL
+
 _SECRET_REF_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
 
 
@@ -29,7 +30,7 @@ class SecretRef:
 
 @dataclass(frozen=True)
 class Settings:
-    api_url: str = DEFAULT_API_URL
+    api_url: str = DEFAULT_BASE_URL
     default_credentials: SecretRef | None = None
     resync_seconds: float = 300.0
     max_requests_per_second: float = 5.0
@@ -49,7 +50,7 @@ class Settings:
             api_url=_url(
                 env,
                 "ZOMRO_API_URL",
-                DEFAULT_API_URL,
+                DEFAULT_BASE_URL,
                 allow_http=_flag(env, "ZOMRO_ALLOW_INSECURE_HTTP"),
             ),
             default_credentials=_secret_ref(env, "ZOMRO_CREDENTIALS_SECRET"),

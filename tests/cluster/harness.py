@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,9 @@ from typing import Any, TypeVar, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-GROUP, VERSION, PLURAL = "zomro.com", "v1alpha1", "backupschedules"
+from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
+from zomro_backup_operator.resources import ready_at_generation as is_ready_now
+
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
 
@@ -52,6 +55,14 @@ login_failures_before_block: 0
 """
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (just now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_for(
@@ -318,20 +329,6 @@ def list_bodies(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {item["metadata"]["name"]: item for item in listing["items"]}
 
 
-def is_ready_now(body: dict[str, Any]) -> bool:
-    """Ready=True at the resource's current generation."""
-    generation = body["metadata"].get("generation")
-    status = body.get("status") or {}
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(
-                condition.get("status") == "True"
-                and condition.get("observedGeneration") == generation
-                and status.get("observedGeneration") == generation
-            )
-    return False
-
-
 def wait_all_ready(
     cluster: Cluster, names: list[str], *, timeout: float = 120.0
 ) -> dict[str, dict[str, Any]]:
@@ -404,6 +401,13 @@ def check_invariants(
         "events": " ".join(f"{e.reason} {e.message}" for e in cluster.events()),
         "status": str([b.get("status") for b in bodies.values()]),
     }
+    assert_no_secrets(texts)
+
+
+def assert_no_secrets(texts: dict[str, str], *secrets: str) -> None:
+    """No password (the sandbox's, and ``secrets``) and no session id in any of ``texts``, a
+    mapping of where (logs, events, status) to what was read there."""
     for where, text in texts.items():
-        assert PASSWORD not in text, f"password in {where}"
-        assert not SESSION_ID.search(text), f"session id in {where}"
+        for secret in (PASSWORD, *secrets):
+            assert secret not in text, f"a password in {where}"
+        assert not SESSION_ID.search(text), f"a session id in {where}"

@@ -44,6 +44,7 @@ from harness import (
 from kubernetes import client, config
 
 from zomro_backup_operator.failures import TRANSIENT_BACKOFF
+from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
 from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -272,7 +273,7 @@ class PrivatePlane:
         try:
             # The custom resource's path, not just any: it is served last after a start.
             client.CustomObjectsApi(self.api).list_cluster_custom_object(
-                "zomro.com", "v1alpha1", "backupschedules", limit=1, _request_timeout=3
+                GROUP, VERSION, PLURAL, limit=1, _request_timeout=3
             )
         except Exception:
             return False

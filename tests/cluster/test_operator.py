@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.request
 from typing import Any
 
@@ -16,10 +15,11 @@ from harness import (
     PASSWORD,
     RESYNC_SECONDS,
     RIVAL_INSTANCE,
-    SESSION_ID,
     USERNAME,
     Cluster,
     OperatorProcess,
+    assert_no_secrets,
+    free_port,
     wait_for,
 )
 from kopf.testing import KopfRunner
@@ -379,10 +379,8 @@ def test_no_secret_reaches_logs_events_or_status(
     logs = operator.logs()
     events = " ".join(f"{e.reason} {e.message}" for e in cluster.events())
     statuses = str([cluster.get("nightly"), cluster.get("broken")])
-    for where, text in (("logs", logs), ("events", events), ("status", statuses)):
-        assert PASSWORD not in text, where
-        assert "pw-Wrong-Secret-31" not in text, where
-        assert not SESSION_ID.search(text), where
+    texts = {"logs": logs, "events": events, "status": statuses}
+    assert_no_secrets(texts, "pw-Wrong-Secret-31")
     assert "Synced" in statuses
 
 
@@ -437,7 +435,7 @@ def test_instance_id_cannot_change_after_creation(cluster: Cluster, kubectl: Any
 def test_the_liveness_endpoint_answers_and_logs_can_be_json(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
-    port = _free_port()
+    port = free_port()
     operator.stop()
     operator.extra_args = [f"--liveness=http://127.0.0.1:{port}/healthz"]
     operator.env["ZOMRO_LOG_FORMAT"] = "json"
@@ -453,13 +451,6 @@ def test_the_liveness_endpoint_answers_and_logs_can_be_json(
     assert records, "no JSON log lines"
     assert len(records) >= len(lines) - 5, "most lines should be JSON"  # allow interpreter noise
     assert any("ensure" in record.get("message", "") for record in records)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> tuple[int, str] | None:

@@ -15,7 +15,7 @@ from zomro_backup_operator.zomro.errors import AccessDeniedError, NotFoundError
 from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity, like the client it stands in for
 class FakeZomro:
     instances: dict[str, str] = field(default_factory=lambda: {"5203773": "MyServer"})
     schedules: dict[str, Schedule] = field(default_factory=dict)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -15,18 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from support import FakeTime, free_port
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import AccountConfig, InstanceConfig, SandboxConfig
-from zomro_backup_operator.zomro.client import (
-    FUNC_AUTH,
-    FUNC_INSTANCES,
-    FUNC_SCHEDULE_DELETE,
-    FUNC_SCHEDULE_EDIT,
-    FUNC_SCHEDULES,
-    ClientOptions,
-    ZomroClient,
-)
+from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
@@ -45,6 +36,13 @@ from zomro_backup_operator.zomro.errors import (
     ZomroError,
     ZomroTimeoutError,
 )
+from zomro_backup_operator.zomro.funcs import (
+    FUNC_AUTH,
+    FUNC_INSTANCES,
+    FUNC_SCHEDULE_DELETE,
+    FUNC_SCHEDULE_EDIT,
+    FUNC_SCHEDULES,
+)
 from zomro_backup_operator.zomro.models import Instance, ScheduleSpec, Weekday
 
 USERNAME = "alice"
@@ -60,25 +58,6 @@ CONFIG = SandboxConfig(
 WEEKDAYS = frozenset(Weekday(d) for d in range(1, 6))
 NIGHTLY = ScheduleSpec(name="nightly", days=WEEKDAYS, time="02:01")
 FAST = ClientOptions(timeout=5.0, max_requests_per_second=1000.0)
-
-
-class FakeTime:
-    """An injected clock and sleep: sleeping records the delay and moves the clock only."""
-
-    def __init__(self) -> None:
-        self.now = 10_000.0
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[float], None] | None = None
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        if self.on_sleep is not None:
-            self.on_sleep(seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -136,13 +115,6 @@ def set_faults(sb: RunningSandbox, **faults: Any) -> None:
 
 def schedules_held(sb: RunningSandbox) -> list[tuple[str, str, tuple[int, ...], str]]:
     return [(s.id, s.name, s.days, s.time) for s in sb.state.schedules_of(INSTANCE)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- every operation ------------------------------------------------------------------------
@@ -504,11 +476,10 @@ async def test_reads_back_off_exponentially_up_to_the_cap_then_give_up(
     fake_time: FakeTime,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     options = ClientOptions(
         max_requests_per_second=1000.0, read_attempts=6, backoff_initial=1.0, backoff_max=3.0
     )
-    zc = make_client(options=options)
+    zc = make_client(options=options, random=lambda: 1.0)  # the top of every jitter range
     await zc.list_instances()
     set_faults(sb, error_rate=1.0, error_funcs=[FUNC_SCHEDULES])
     with pytest.raises(ServerError):

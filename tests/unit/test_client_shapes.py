@@ -16,16 +16,9 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import FakeTime
 
-from zomro_backup_operator.zomro.client import (
-    FUNC_AUTH,
-    FUNC_INSTANCES,
-    FUNC_SCHEDULE_DELETE,
-    FUNC_SCHEDULE_EDIT,
-    FUNC_SCHEDULES,
-    ClientOptions,
-    ZomroClient,
-)
+from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
@@ -39,6 +32,13 @@ from zomro_backup_operator.zomro.errors import (
     UnknownOutcomeError,
     ZomroError,
     ZomroTimeoutError,
+)
+from zomro_backup_operator.zomro.funcs import (
+    FUNC_AUTH,
+    FUNC_INSTANCES,
+    FUNC_SCHEDULE_DELETE,
+    FUNC_SCHEDULE_EDIT,
+    FUNC_SCHEDULES,
 )
 from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
 
@@ -63,8 +63,9 @@ def error(type_: str, object_: str = "", msg: str = "refused") -> httpx.Response
     return doc({"error": {"$type": type_, "$object": object_, "msg": {"$": msg}}})
 
 
-class FakeZomro:
-    """Answers per ``func``; a list answers in turn, its last entry repeating."""
+class CannedZomro:
+    """Zomro as canned HTTP answers per ``func`` (an httpx.MockTransport handler); a list answers
+    in turn, its last entry repeating. The in-memory client stand-in is fake_zomro.FakeZomro."""
 
     def __init__(self, answers: dict[str, Answer | list[Answer]]) -> None:
         self.answers = {FUNC_AUTH: doc({"auth": {"$id": SID, "$": SID}}), **answers}
@@ -83,28 +84,15 @@ class FakeZomro:
         return [call["func"] for call in self.calls]
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def make(
-    fake: FakeZomro | httpx.AsyncBaseTransport,
+    fake: CannedZomro | httpx.AsyncBaseTransport,
     *,
     credentials: Credentials | None = None,
     clock: FakeTime | None = None,
     **options: Any,
 ) -> ZomroClient:
-    clock = clock or FakeTime()
-    transport = httpx.MockTransport(fake) if isinstance(fake, FakeZomro) else fake
+    clock = clock or FakeTime(now=500.0)
+    transport = httpx.MockTransport(fake) if isinstance(fake, CannedZomro) else fake
     return ZomroClient(
         credentials or Credentials(username="u", password="p-secret"),
         base_url="https://api.zomro.test/",
@@ -151,7 +139,7 @@ async def test_calls_are_form_posts_with_json_english_and_the_session() -> None:
 
 
 async def test_create_sends_the_seeds_fields_with_day_numbers() -> None:
-    fake = FakeZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "15"}})})
+    fake = CannedZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "15"}})})
     async with make(fake) as zc:
         await zc.create_schedule(INSTANCE, SPEC)
     create = fake.calls[-1]
@@ -169,7 +157,7 @@ async def test_create_sends_the_seeds_fields_with_day_numbers() -> None:
 
 
 async def test_a_create_answer_with_an_id_needs_no_listing() -> None:
-    fake = FakeZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "15"}})})
+    fake = CannedZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "15"}})})
     async with make(fake) as zc:
         created = await zc.create_schedule(INSTANCE, SPEC)
     assert created.id == "15"
@@ -179,7 +167,7 @@ async def test_a_create_answer_with_an_id_needs_no_listing() -> None:
 
 async def test_a_login_answered_with_a_server_error_is_retried_even_before_a_write() -> None:
     login = doc({"auth": {"$id": SID, "$": SID}})
-    fake = FakeZomro(
+    fake = CannedZomro(
         {
             FUNC_AUTH: [httpx.Response(500, text="<html>oops</html>"), login],
             FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "15"}}),
@@ -192,34 +180,34 @@ async def test_a_login_answered_with_a_server_error_is_retried_even_before_a_wri
 
 
 async def test_a_single_object_instead_of_an_array_is_one_schedule() -> None:
-    fake = FakeZomro({FUNC_SCHEDULES: doc({"elem": ROW})})
+    fake = CannedZomro({FUNC_SCHEDULES: doc({"elem": ROW})})
     async with make(fake) as zc:
         assert [s.id for s in await zc.list_schedules(INSTANCE)] == ["14"]
 
 
 async def test_a_write_answer_that_neither_confirms_nor_refuses_is_an_unknown_outcome() -> None:
-    fake = FakeZomro({FUNC_SCHEDULE_EDIT: doc({"elem": []})})
+    fake = CannedZomro({FUNC_SCHEDULE_EDIT: doc({"elem": []})})
     async with make(fake) as zc:
         with pytest.raises(UnknownOutcomeError):
             await zc.update_schedule(INSTANCE, "14", SPEC)
 
 
 async def test_a_create_with_an_unreadable_id_is_an_unknown_outcome() -> None:
-    fake = FakeZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "../../etc"}})})
+    fake = CannedZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}, "id": {"$": "../../etc"}})})
     async with make(fake) as zc:
         with pytest.raises(UnknownOutcomeError):
             await zc.create_schedule(INSTANCE, SPEC)
 
 
 async def test_a_create_zomro_accepts_but_does_not_list_is_an_unknown_outcome() -> None:
-    fake = FakeZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}}), FUNC_SCHEDULES: doc({})})
+    fake = CannedZomro({FUNC_SCHEDULE_EDIT: doc({"ok": {}}), FUNC_SCHEDULES: doc({})})
     async with make(fake) as zc:
         with pytest.raises(UnknownOutcomeError, match="lists no new schedule"):
             await zc.create_schedule(INSTANCE, SPEC)
 
 
 async def test_a_create_whose_follow_up_listing_fails_is_an_unknown_outcome() -> None:
-    fake = FakeZomro(
+    fake = CannedZomro(
         {FUNC_SCHEDULE_EDIT: doc({"ok": {}}), FUNC_SCHEDULES: httpx.Response(502, text="x")}
     )
     async with make(fake, read_attempts=1) as zc:
@@ -251,7 +239,7 @@ async def test_a_create_whose_follow_up_listing_fails_is_an_unknown_outcome() ->
 async def test_hostile_bodies_are_clear_errors(
     response: httpx.Response, expected: type[ZomroError]
 ) -> None:
-    fake = FakeZomro({FUNC_SCHEDULES: response})
+    fake = CannedZomro({FUNC_SCHEDULES: response})
     async with make(fake, read_attempts=1, max_response_bytes=16_384) as zc:
         with pytest.raises(expected):
             await zc.list_schedules(INSTANCE)
@@ -268,7 +256,7 @@ class _EndlessBody(httpx.AsyncByteStream):
 
 
 async def test_a_body_that_never_ends_times_out_instead_of_hanging() -> None:
-    fake = FakeZomro({FUNC_SCHEDULES: httpx.Response(200, stream=_EndlessBody())})
+    fake = CannedZomro({FUNC_SCHEDULES: httpx.Response(200, stream=_EndlessBody())})
     started = time.monotonic()
     async with make(fake, read_attempts=1, timeout=0.3) as zc:
         with pytest.raises(ZomroTimeoutError):
@@ -278,7 +266,7 @@ async def test_a_body_that_never_ends_times_out_instead_of_hanging() -> None:
 
 async def test_a_declared_length_over_the_cap_is_refused_unread() -> None:
     response = httpx.Response(200, headers={"content-length": str(10**9)}, stream=_EndlessBody())
-    fake = FakeZomro({FUNC_SCHEDULES: response})
+    fake = CannedZomro({FUNC_SCHEDULES: response})
     async with make(fake, read_attempts=1) as zc:
         with pytest.raises(ServerError, match="larger than"):
             await zc.list_schedules(INSTANCE)
@@ -321,7 +309,7 @@ def test_any_answer_gives_schedules_or_a_zomro_error_for_every_operation(
         return httpx.Response(status, content=body)
 
     async def scenario() -> None:
-        fake = FakeZomro(
+        fake = CannedZomro(
             {
                 FUNC_SCHEDULES: answer,
                 FUNC_SCHEDULE_EDIT: answer,
@@ -348,7 +336,7 @@ def test_any_answer_gives_schedules_or_a_zomro_error_for_every_operation(
 
 async def test_a_retry_after_given_as_an_http_date_is_honoured() -> None:
     when = email.utils.formatdate(time.time() + 20, usegmt=True)
-    fake = FakeZomro({FUNC_INSTANCES: httpx.Response(429, headers={"Retry-After": when})})
+    fake = CannedZomro({FUNC_INSTANCES: httpx.Response(429, headers={"Retry-After": when})})
     async with make(fake, read_attempts=1) as zc:
         with pytest.raises(ThrottledError) as caught:
             await zc.list_instances()
@@ -356,8 +344,8 @@ async def test_a_retry_after_given_as_an_http_date_is_honoured() -> None:
 
 
 async def test_a_blocked_login_waits_about_twenty_seconds_for_the_whole_client() -> None:
-    clock = FakeTime()
-    fake = FakeZomro(
+    clock = FakeTime(now=500.0)
+    fake = CannedZomro(
         {
             FUNC_AUTH: [error("auth", "blocklogon"), doc({"auth": {"$id": SID}})],
             FUNC_INSTANCES: doc({}),
@@ -370,7 +358,7 @@ async def test_a_blocked_login_waits_about_twenty_seconds_for_the_whole_client()
 
 
 async def test_a_blocked_login_is_temporary_and_says_so() -> None:
-    fake = FakeZomro({FUNC_AUTH: error("auth", "blocklogon")})
+    fake = CannedZomro({FUNC_AUTH: error("auth", "blocklogon")})
     async with make(fake, read_attempts=1) as zc:
         with pytest.raises(LoginTemporarilyBlockedError) as caught:
             await zc.list_instances()
@@ -380,7 +368,7 @@ async def test_a_blocked_login_is_temporary_and_says_so() -> None:
 
 @pytest.mark.parametrize("refusal", ["badpassword", "blocked_ip", "blockgeoip"])
 async def test_refused_logins_are_not_retried(refusal: str) -> None:
-    fake = FakeZomro({FUNC_AUTH: error("auth", refusal)})
+    fake = CannedZomro({FUNC_AUTH: error("auth", refusal)})
     async with make(fake) as zc:
         with pytest.raises(AuthenticationError):
             await zc.list_instances()
@@ -388,14 +376,14 @@ async def test_refused_logins_are_not_retried(refusal: str) -> None:
 
 
 async def test_an_account_with_two_factor_login_is_refused_clearly() -> None:
-    fake = FakeZomro({FUNC_AUTH: doc({"totp": {"$": "required"}})})
+    fake = CannedZomro({FUNC_AUTH: doc({"totp": {"$": "required"}})})
     async with make(fake) as zc:
         with pytest.raises(AuthenticationError, match="second factor"):
             await zc.list_instances()
 
 
 async def test_a_token_refused_as_auth_is_expired_without_probing() -> None:
-    fake = FakeZomro({FUNC_SCHEDULES: error("auth", "", "Session expired")})
+    fake = CannedZomro({FUNC_SCHEDULES: error("auth", "", "Session expired")})
     async with make(fake, credentials=Credentials(token=SID)) as zc:
         with pytest.raises(TokenExpiredError):
             await zc.list_schedules(INSTANCE)
@@ -403,7 +391,7 @@ async def test_a_token_refused_as_auth_is_expired_without_probing() -> None:
 
 
 async def test_a_server_echoing_the_session_id_has_it_redacted() -> None:
-    fake = FakeZomro({FUNC_SCHEDULES: error("access", "", f"session {SID} may not do p-secret")})
+    fake = CannedZomro({FUNC_SCHEDULES: error("access", "", f"session {SID} may not do p-secret")})
     async with make(fake) as zc:
         with pytest.raises(AccessDeniedError) as caught:
             await zc.list_schedules(INSTANCE)
@@ -436,7 +424,7 @@ async def test_a_list_zomro_pages_by_itself_is_read_to_the_end() -> None:
         number = form.get("p_num", "1")
         return doc({"p_elems": {"$": "3"}, "p_cnt": {"$": "2"}, "elem": pages[number]})
 
-    fake = FakeZomro({FUNC_SCHEDULES: listing})
+    fake = CannedZomro({FUNC_SCHEDULES: listing})
     async with make(fake) as zc:
         schedules = await zc.list_schedules(INSTANCE)
     assert [s.id for s in schedules] == ["14", "15", "16"]
@@ -444,14 +432,14 @@ async def test_a_list_zomro_pages_by_itself_is_read_to_the_end() -> None:
 
 
 async def test_an_unpaged_list_is_read_in_one_request() -> None:
-    fake = FakeZomro({FUNC_SCHEDULES: doc({"p_elems": {"$": "1"}, "elem": [ROW]})})
+    fake = CannedZomro({FUNC_SCHEDULES: doc({"p_elems": {"$": "1"}, "elem": [ROW]})})
     async with make(fake) as zc:
         assert len(await zc.list_schedules(INSTANCE)) == 1
     assert fake.funcs == [FUNC_AUTH, FUNC_SCHEDULES]
 
 
 async def test_a_refused_delete_of_a_schedule_that_is_still_listed_is_raised() -> None:
-    fake = FakeZomro(
+    fake = CannedZomro(
         {
             FUNC_SCHEDULE_DELETE: error("access", "", "Insufficient privileges"),
             FUNC_SCHEDULES: doc({"elem": [ROW]}),
@@ -466,7 +454,7 @@ async def test_a_refused_delete_of_a_schedule_that_is_still_listed_is_raised() -
 
 async def test_a_refused_update_with_field_errors_is_raised_without_a_listing() -> None:
     refusal = error("value", json.dumps({"rotation_time": ["Invalid time"]}), "Invalid value")
-    fake = FakeZomro({FUNC_SCHEDULE_EDIT: refusal})
+    fake = CannedZomro({FUNC_SCHEDULE_EDIT: refusal})
     async with make(fake) as zc:
         with pytest.raises(InvalidValueError) as caught:
             await zc.update_schedule(INSTANCE, "14", SPEC)
@@ -486,7 +474,7 @@ async def test_a_refused_update_with_field_errors_is_raised_without_a_listing() 
 async def test_a_server_echoing_the_password_encoded_or_in_another_case_has_it_redacted(
     echo: str,
 ) -> None:
-    fake = FakeZomro({FUNC_AUTH: error(echo, echo, f"no such user or password {echo}")})
+    fake = CannedZomro({FUNC_AUTH: error(echo, echo, f"no such user or password {echo}")})
     async with make(fake, credentials=Credentials(username="u", password="p/s crét&x")) as zc:
         with pytest.raises(ZomroError) as caught:
             await zc.list_schedules(INSTANCE)
@@ -525,7 +513,7 @@ async def test_a_transport_failure_carries_no_trace_of_the_request_body(
 
 
 async def test_an_unreadable_body_carries_no_trace_of_itself() -> None:
-    fake = FakeZomro({FUNC_AUTH: httpx.Response(200, content=b'{"doc": {"auth": "' + b"s" * 9)})
+    fake = CannedZomro({FUNC_AUTH: httpx.Response(200, content=b'{"doc": {"auth": "' + b"s" * 9)})
     async with make(fake, read_attempts=1) as zc:
         with pytest.raises(ServerError) as caught:
             await zc.list_schedules(INSTANCE)
@@ -542,7 +530,7 @@ async def test_one_listing_reads_at_most_its_byte_budget_across_pages() -> None:
             row["servername"] = {"$": filler}
         return doc({"p_elems": {"$": "500"}, "p_cnt": {"$": "5"}, "elem": rows})
 
-    fake = FakeZomro({FUNC_SCHEDULES: listing})
+    fake = CannedZomro({FUNC_SCHEDULES: listing})
     async with make(fake, read_attempts=1, max_listing_bytes=50_000) as zc:
         with pytest.raises(ServerError, match="listing larger than 50000 bytes"):
             await zc.list_schedules(INSTANCE)

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from zomro_backup_operator.claims import ClaimKey, Claims
+from zomro_backup_operator.instance_slot import InstanceSlot
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import (
     CreatePendingError,
@@ -24,10 +26,10 @@ from zomro_backup_operator.reconcile import (
 )
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
-from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot
-from zomro_backup_operator.zomro.client import FUNC_SCHEDULE_EDIT, ClientOptions, ZomroClient
+from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import CreatedNotListedError, ZomroError
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_EDIT
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday, may_be_stored_as
 
 INSTANCE = "5203773"
@@ -176,7 +178,7 @@ class Cluster:
         )
 
     async def reconcile(self, process: Process, want: Desired) -> Outcome | Exception:
-        """One handler run, with status written as operations.py writes it."""
+        """One handler run, with status written as handling.py writes it."""
 
         async def record(pending: PendingCreate | None) -> None:
             self.status[want.key] = replace(self.status.get(want.key, Observed()), pending=pending)

@@ -4,9 +4,9 @@ from zomro_backup_operator.zomro.models import (
     ScheduleSpec,
     Weekday,
     format_days,
-    parse_days,
     validate_time,
 )
+from zomro_backup_operator.zomro.wire import parse_listed_days
 
 
 def test_sunday_is_day_zero_as_zomro_numbers_the_week() -> None:
@@ -17,7 +17,7 @@ def test_sunday_is_day_zero_as_zomro_numbers_the_week() -> None:
 
 def test_listing_form_with_trailing_space_parses_to_the_same_set() -> None:
     listed = "Monday Tuesday Wednesday Thursday Friday Saturday "
-    assert parse_days(listed) == frozenset(Weekday(d) for d in range(1, 7))
+    assert parse_listed_days(listed) == frozenset(Weekday(d) for d in range(1, 7))
 
 
 def test_request_form_is_sorted_comma_list_of_numbers() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zomro_backup_operator.zomro.models import Weekday, format_days, parse_days
+from zomro_backup_operator.zomro.models import Weekday, format_days
 from zomro_backup_operator.zomro.wire import parse_listed_days
 
 ZOMRO_WEEK = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
@@ -37,12 +37,11 @@ def test_every_subset_round_trips_through_request_and_listing_forms() -> None:
     for days in ALL_SUBSETS:
         sent = format_days(days)
         assert parse_listed_days(sent) == days
-        assert parse_days(_listing(days)) == days
         assert parse_listed_days(_listing(days)) == days
 
 
 def test_the_seeds_numbers_mean_monday_to_saturday() -> None:
-    assert parse_listed_days("1,2,3,4,5,6") == parse_days(
+    assert parse_listed_days("1,2,3,4,5,6") == parse_listed_days(
         "Monday Tuesday Wednesday Thursday Friday Saturday "
     )
 
@@ -59,7 +58,6 @@ def test_listing_parses_in_any_order_spacing_and_case(
     names = [ZOMRO_WEEK[int(day)] for day in days]
     rnd.shuffle(names)
     text = gaps[0] + "".join(case(name) + gaps[i + 1] for i, name in enumerate(names))
-    assert parse_days(text) == days
     assert parse_listed_days(text) == days
 
 

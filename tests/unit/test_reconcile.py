@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 import pytest
 from fake_zomro import FakeZomro
 
+from zomro_backup_operator.claims import ClaimKey, Claims
+from zomro_backup_operator.instance_slot import InstanceSlot
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import (
     Action,
@@ -20,7 +22,7 @@ from zomro_backup_operator.reconcile import (
     remove,
 )
 from zomro_backup_operator.resources import Desired, Observed
-from zomro_backup_operator.state import ClaimKey, Claims, InstanceSlot, Recent
+from zomro_backup_operator.runtime import Recent
 from zomro_backup_operator.zomro.errors import AccessDeniedError, UnknownOutcomeError
 from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from zomro_backup_operator.credentials import CredentialsError, CredentialStore, parse_secret
 from zomro_backup_operator.pending import PendingCreate
-from zomro_backup_operator.resources import Desired, InvalidSpecError, InvalidStatusError, Observed
+from zomro_backup_operator.resources import (
+    Desired,
+    InvalidSpecError,
+    InvalidStatusError,
+    Observed,
+    ready_at_generation,
+)
+from zomro_backup_operator.secret_store import CredentialsError, CredentialStore, parse_secret
 from zomro_backup_operator.settings import SecretRef, Settings, SettingsError
 from zomro_backup_operator.zomro.models import ID_PATTERN, Weekday
 
@@ -68,7 +75,12 @@ def test_observed_status_reads_id_pending_intent_and_ready_reason() -> None:
             "conditions": [{"type": "Ready", "status": "False", "reason": "Conflict"}],
         }
     )
-    assert observed == Observed("14", None, PendingCreate("MySchedule", 0.0), 2, "Conflict")
+    assert observed == Observed(
+        schedule_id="14",
+        pending=PendingCreate("MySchedule", 0.0),
+        observed_generation=2,
+        ready_reason="Conflict",
+    )
 
 
 def test_settings_have_the_documented_defaults() -> None:
@@ -242,3 +254,15 @@ def test_the_crd_and_the_operator_agree_on_what_an_instance_id_is() -> None:
     crd = yaml.safe_load((REPO / "crds" / "backupschedules.zomro.com.yaml").read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["instanceId"]["pattern"] == ID_PATTERN
+
+
+def test_ready_counts_only_at_the_current_generation() -> None:
+    def body(condition_generation: int, status_generation: int) -> dict[str, Any]:
+        ready = {"type": "Ready", "status": "True", "observedGeneration": condition_generation}
+        status = {"observedGeneration": status_generation, "conditions": [ready]}
+        return {"metadata": {"generation": 2}, "status": status}
+
+    assert ready_at_generation(body(2, 2))
+    assert not ready_at_generation(body(1, 2))
+    assert not ready_at_generation(body(2, 1))
+    assert not ready_at_generation({"metadata": {"generation": 2}})

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     f"""
     import asyncio, logging
     from aiohttp import web
-    from zomro_backup_operator.runner import configure_logging
+    from zomro_backup_operator.run_command import configure_logging
     from zomro_backup_operator.settings import Settings
     from zomro_backup_operator.zomro.client import ZomroClient
     from zomro_backup_operator.zomro.credentials import Credentials

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from zomro_backup_operator.sandbox import Sandbox, SandboxControl, start_sandbox_process
+from zomro_backup_operator.sandbox.command import exposure_warning
 from zomro_backup_operator.sandbox.config import ConfigError, load_config, parse_config
 from zomro_backup_operator.sandbox.control import SandboxControlError
 from zomro_backup_operator.sandbox.faults import FaultError
-from zomro_backup_operator.sandbox.server import exposure_warning
 
 INSTANCE = "5203773"
 

@@ -8,10 +8,10 @@ from typing import Any, cast
 import kopf
 import pytest
 
-from zomro_backup_operator.credentials import CredentialsError
 from zomro_backup_operator.failures import NEEDS_PERSON_BACKOFF, TRANSIENT_BACKOFF, classify
 from zomro_backup_operator.reconcile import ConflictError
 from zomro_backup_operator.resources import InvalidSpecError
+from zomro_backup_operator.secret_store import CredentialsError
 from zomro_backup_operator.status import Readiness, changes, synced
 from zomro_backup_operator.zomro import errors as z
 from zomro_backup_operator.zomro.models import Schedule, Weekday
@@ -128,14 +128,14 @@ def test_unexpected_errors_do_not_leak_their_text_into_status() -> None:
 
 def test_retry_after_from_the_server_is_honoured() -> None:
     failure = classify(z.ThrottledError("HTTP 429", retry_after=120))
-    assert failure.delay(retry=0, rng=random.Random(1)) >= 120
+    assert failure.delay(retry=0, random=random.Random(1).random) >= 120
 
 
 def test_backoff_grows_with_retries_and_stays_under_its_cap() -> None:
     failure = classify(z.ServerError("HTTP 503"))
     rng = random.Random(7)
     first, cap = TRANSIENT_BACKOFF
-    delays = [failure.delay(retry=n, rng=rng) for n in range(30)]
+    delays = [failure.delay(retry=n, random=rng.random) for n in range(30)]
 
     assert all(first <= d <= cap for d in delays)
     assert max(delays[20:]) > max(delays[:2])
@@ -144,6 +144,6 @@ def test_backoff_grows_with_retries_and_stays_under_its_cap() -> None:
 def test_failures_a_person_must_fix_never_retry_fast() -> None:
     failure = classify(CredentialsError("Secret team/zomro not found"))
     assert (
-        min(failure.delay(retry=0, rng=random.Random(s)) for s in range(50))
+        min(failure.delay(retry=0, random=random.Random(s).random) for s in range(50))
         >= NEEDS_PERSON_BACKOFF[0]
     )

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import httpx
 
-from zomro_backup_operator.credentials import CredentialsError, parse_secret
+from zomro_backup_operator.secret_store import CredentialsError, parse_secret
 from zomro_backup_operator.settings import SecretRef, Settings, SettingsError, parse_secret_ref
 from zomro_backup_operator.zomro import ClientOptions, Credentials, ZomroClient
 from zomro_backup_operator.zomro.client import RequestHook

@@ -40,17 +40,13 @@ from zomro_backup_operator.cli_tools.report import Recommendation, Report
 from zomro_backup_operator.cli_tools.write_test import WriteTest
 from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.zomro import ZomroClient, wire
-from zomro_backup_operator.zomro.client import (
-    FUNC_AUTH,
-    FUNC_INSTANCES,
-    FUNC_SCHEDULES,
-)
 from zomro_backup_operator.zomro.credentials import AuthMode
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     ServerError,
     ZomroError,
 )
+from zomro_backup_operator.zomro.funcs import FUNC_AUTH, FUNC_INSTANCES, FUNC_SCHEDULES
 from zomro_backup_operator.zomro.models import Instance
 
 PROBE_INSTANCE = "0"

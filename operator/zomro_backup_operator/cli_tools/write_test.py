@@ -10,8 +10,8 @@ from collections.abc import Callable
 from zomro_backup_operator.cli_tools.raw_answers import AnswerRecorder
 from zomro_backup_operator.cli_tools.report import Finding, Level, Report
 from zomro_backup_operator.zomro import ZomroClient, wire
-from zomro_backup_operator.zomro.client import FUNC_SCHEDULE_EDIT, FUNC_SCHEDULES
 from zomro_backup_operator.zomro.errors import ZomroError
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_EDIT, FUNC_SCHEDULES
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday
 
 MARK = "zbo-doctor-"

@@ -4,6 +4,7 @@ It knows HTTP and Zomro's rules, nothing of Kubernetes and nothing of our client
 table and validation are written apart from ``zomro_backup_operator.zomro`` on purpose.
 """
 
+from zomro_backup_operator.sandbox.command import serve
 from zomro_backup_operator.sandbox.config import SandboxConfig, load_config
 from zomro_backup_operator.sandbox.control import (
     SandboxControl,
@@ -12,7 +13,7 @@ from zomro_backup_operator.sandbox.control import (
 )
 from zomro_backup_operator.sandbox.faults import Faults
 from zomro_backup_operator.sandbox.model import ManualClock, SandboxState
-from zomro_backup_operator.sandbox.server import RunningSandbox, Sandbox, running_sandbox, serve
+from zomro_backup_operator.sandbox.server import RunningSandbox, Sandbox, running_sandbox
 
 __all__ = [
     "Faults",

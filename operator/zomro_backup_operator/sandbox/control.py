@@ -3,6 +3,10 @@
 The sync client is for a sandbox in another process (or thread). For a sandbox in the test's own
 event loop use ``running_sandbox`` and its ``state``/``faults`` instead: a blocking call there
 would wait on the very loop that must answer it.
+
+The launcher (``start_sandbox_process``) stays in the wheel, not in tests/: ``hack/bench`` and
+anyone scripting a trial run against the sandbox use it from the installed package
+(docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -103,9 +107,6 @@ class SandboxControl:
 
     def expire_sessions(self) -> int:
         return int(self._call("POST", "/expire-sessions")["expired"])
-
-    def set_session_ttl(self, seconds: float) -> None:
-        self._call("PUT", "/settings", {"session_ttl": seconds})
 
     def make_busy(self, instance_id: str, seconds: float) -> None:
         """Make the instance refuse edits with ``runningoperation`` for a while."""

@@ -11,44 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
-import signal
 import socket
 import struct
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from zomro_backup_operator.sandbox.api import Api, ApiResult
+from zomro_backup_operator.sandbox.api import Api
 from zomro_backup_operator.sandbox.config import (
-    ConfigError,
     SandboxConfig,
     default_config,
     load_config,
 )
 from zomro_backup_operator.sandbox.faults import FaultError, Faults
 from zomro_backup_operator.sandbox.model import DAY_NAMES_EN, Clock, RequestRecord, SandboxState
+from zomro_backup_operator.sandbox.render import error_page, hostile_answer, read_params, render
 
 log = logging.getLogger("zomro_backup_operator.sandbox")
 
 CONTROL_PREFIX = "/_sandbox"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_REQUEST_LOG = 100_000
-
-_ERROR_PAGE = (
-    "<html>\r\n<head><title>{0} {1}</title></head>\r\n<body>\r\n"
-    "<center><h1>{0} {1}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-)
-_REASONS = {403: "Forbidden", 429: "Too Many Requests", 460: "Blocked", 503: "Service Unavailable"}
 
 
 class Sandbox:
@@ -108,30 +98,30 @@ class Sandbox:
 
     async def handle_api(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        params = await _params(request)
+        params = await read_params(request)
         func = params.get("func", "")
         faults = self.faults
         if faults.outage == "reset":
             return self._finish(started, func, None, "outage:reset", _reset(request))
         if faults.outage == "503":
-            return self._finish(started, func, None, "outage:503", _error_page(503))
+            return self._finish(started, func, None, "outage:503", error_page(503))
         if faults.blocked(self.state.now()):
             status = faults.block_status or 460
-            response = _error_page(status)
+            response = error_page(status)
             if faults.block_retry_after is not None:
                 response.headers["Retry-After"] = str(faults.block_retry_after)
             return self._finish(started, func, None, f"http:{status}", response)
         if faults.should_error(func):
-            response = _error_page(faults.error_status)
+            response = error_page(faults.error_status)
             return self._finish(started, func, None, f"http:{faults.error_status}", response)
         if faults.hostile is not None and func != "auth":
-            response = _hostile_answer(faults.hostile)
+            response = hostile_answer(faults.hostile)
             return self._finish(started, func, None, f"hostile:{faults.hostile}", response)
 
         sid = params.get("auth") if "authinfo" not in params else None
         if sid and sid in self._in_process:
             result = self.api.busy_session(params)
-            return self._finish(started, func, None, result.outcome, _render(result, params))
+            return self._finish(started, func, None, result.outcome, render(result, params))
         if sid:
             self._in_process.add(sid)
         try:
@@ -149,7 +139,7 @@ class Sandbox:
         finally:
             if sid:
                 self._in_process.discard(sid)
-        return self._finish(started, func, result.account, result.outcome, _render(result, params))
+        return self._finish(started, func, result.account, result.outcome, render(result, params))
 
     def _finish(
         self,
@@ -300,84 +290,6 @@ class Sandbox:
         return web.json_response({"instance_id": ident, "busy_seconds": seconds})
 
 
-# ---------------------------------------------------------------------- helpers
-
-
-async def _params(request: web.Request) -> dict[str, str]:
-    """The query string and the form body (urlencoded or multipart) merged; the body wins."""
-    params: dict[str, str] = {}
-    for key, value in request.query.items():
-        params.setdefault(key, value)
-    if request.method == "POST" and request.can_read_body:
-        body: dict[str, str] = {}
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            form = await request.post()
-            for key, part in form.items():
-                if isinstance(part, str):
-                    body.setdefault(key, part)
-                elif isinstance(part, bytes | bytearray):
-                    body.setdefault(key, bytes(part).decode("utf-8", "replace"))
-                else:  # a multipart part sent as a file: BILLmanager reads its content
-                    body.setdefault(key, part.file.read().decode("utf-8", "replace"))
-        params.update(body)
-    return params
-
-
-def _render(result: ApiResult, params: dict[str, str]) -> web.Response:
-    """JSON only for ``out=json``; otherwise XML (BILLmanager's default) or an HTML page."""
-    out = params.get("out")
-    if out == "json":
-        return web.json_response(result.doc, dumps=lambda d: json.dumps(d, ensure_ascii=False))
-    if out in (None, "", "xml"):
-        return web.Response(text=to_xml(result.doc), content_type="text/xml", charset="utf-8")
-    page = "<!DOCTYPE html><html><head><title>BILLmanager</title></head><body></body></html>"
-    return web.Response(text=page, content_type="text/html", charset="utf-8")
-
-
-def to_xml(doc: dict[str, Any]) -> str:
-    """BILLmanager's XML form of a document: ``$x`` keys are attributes, ``$`` is text."""
-
-    def element(tag: str, value: Any) -> str:
-        if isinstance(value, list):
-            return "".join(element(tag, item) for item in value)
-        if not isinstance(value, dict):
-            return f"<{tag}>{escape(str(value))}</{tag}>"
-        attrs = "".join(
-            f" {k[1:]}={quoteattr(str(v))}"
-            for k, v in value.items()
-            if k.startswith("$") and k != "$"
-        )
-        text = escape(str(value.get("$", "")))
-        children = "".join(element(k, v) for k, v in value.items() if not k.startswith("$"))
-        return f"<{tag}{attrs}>{text}{children}</{tag}>"
-
-    body = "".join(element(k, v) for k, v in doc.items())
-    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
-
-
-def _error_page(status: int) -> web.Response:
-    reason = _REASONS.get(status, "Internal Server Error" if status == 500 else "Bad Gateway")
-    return web.Response(
-        status=status,
-        reason=reason,
-        text=_ERROR_PAGE.format(status, reason),
-        content_type="text/html",
-    )
-
-
-_HOSTILE_BODIES = {
-    "truncated": ("application/json", '{"doc": {"elem": [{"id": {"$": "1'),
-    "wrong_types": ("application/json", '{"doc": {"elem": [{"id": [1, 2], "name": 7}]}}'),
-    "html": ("text/html", "<html><head><title>Maintenance</title></head><body></body></html>"),
-}
-
-
-def _hostile_answer(mode: str) -> web.Response:
-    """HTTP 200 with a body that is not the document Zomro promises (the ``hostile`` fault)."""
-    content_type, text = _HOSTILE_BODIES[mode]
-    return web.Response(text=text, content_type=content_type)
-
-
 def _reset(request: web.Request) -> web.Response:
     """Drop the connection with a TCP reset and no answer at all."""
     transport = request.transport
@@ -483,7 +395,7 @@ class RunningSandbox:
         return self.state.expire_sessions()
 
 
-def _url(host: str, port: int) -> str:
+def url_of(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
 
@@ -510,75 +422,6 @@ async def running_sandbox(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_port = runner.addresses[0][1]
-        yield RunningSandbox(url=_url(host, int(bound_port)), sandbox=sandbox)
-    finally:
-        await runner.cleanup()
-
-
-def serve(*, host: str, port: int, config: str | None, state: str | None) -> int:
-    """The ``sandbox`` command: serve until SIGINT/SIGTERM. Prints the URL as its first line."""
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    try:
-        cfg = load_config(config)
-        sandbox = Sandbox(cfg, state_file=Path(state) if state else None)
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"sandbox: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(_serve(sandbox, host, port))
-    except KeyboardInterrupt:
-        return 0
-
-
-def exposure_warning(addresses: list[str]) -> str | None:
-    """What to say when the sandbox listens on any of ``addresses`` (bound IPs) beyond loopback."""
-    exposed = [address for address in addresses if not _loopback(address)]
-    if not exposed:
-        return None
-    return (
-        f"WARNING: the sandbox listens on {', '.join(exposed)}, beyond loopback. Its "
-        f"{CONTROL_PREFIX}/ control endpoint has no authentication: anyone who can reach it can "
-        "read and change every schedule. It is for tests and demos, not production."
-    )
-
-
-def _loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-async def _serve(sandbox: Sandbox, host: str, port: int) -> int:
-    runner = web.AppRunner(sandbox.app(), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            print(f"sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-            return 1
-        bound_port = int(runner.addresses[0][1])
-        print(_url(host, bound_port), flush=True)
-        warning = exposure_warning([str(address[0]) for address in runner.addresses])
-        if warning is not None:
-            print(warning, file=sys.stderr, flush=True)
-            log.warning("%s", warning)
-        log.info(
-            "sandbox serving on %s with %d account(s); control at %s",
-            _url(host, bound_port),
-            len(sandbox.config.accounts),
-            _url(host, bound_port).rstrip("/") + CONTROL_PREFIX + "/",
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("sandbox stopping")
-        return 0
+        yield RunningSandbox(url=url_of(host, int(bound_port)), sandbox=sandbox)
     finally:
         await runner.cleanup()

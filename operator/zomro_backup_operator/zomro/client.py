@@ -1,4 +1,7 @@
-"""The async Zomro API client: sessions, rate limit, retries and the schedule operations.
+"""The async Zomro API client: the schedule operations, the session and login memory, retries.
+
+One HTTP request (rate limit, in-flight bound, throttle pause, size caps) is ``transport.py``'s;
+telling a create's new row from the listing is ``create_matching.py``'s.
 
 One client per credential set, shared by every caller using that set: it holds the session, the
 rate limiter and the throttle pause, so all of them apply to the account as Zomro sees it.
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 import urllib.parse
@@ -22,45 +24,40 @@ from types import TracebackType
 from typing import Final
 
 import httpx
-from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from zomro_backup_operator.zomro import wire
+from zomro_backup_operator.zomro import backoff, wire
+from zomro_backup_operator.zomro.create_matching import match_created
 from zomro_backup_operator.zomro.credentials import AuthMode, Credentials
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
-    AmbiguousResultError,
     AuthenticationError,
     CreatedNotListedError,
     InvalidValueError,
-    LoginTemporarilyBlockedError,
     NotFoundError,
-    ServerError,
-    ThrottledError,
     TokenExpiredError,
     UnknownOutcomeError,
-    ZomroConnectionError,
     ZomroError,
-    ZomroTimeoutError,
+)
+from zomro_backup_operator.zomro.funcs import (
+    FUNC_AUTH,
+    FUNC_INSTANCES,
+    FUNC_SCHEDULE_DELETE,
+    FUNC_SCHEDULE_EDIT,
+    FUNC_SCHEDULES,
 )
 from zomro_backup_operator.zomro.models import (
     Instance,
     Schedule,
     ScheduleSpec,
     format_days,
-    may_be_stored_as,
-    parse_count,
 )
+from zomro_backup_operator.zomro.transport import Budget, Transport, pauses
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL: Final = "https://api.zomro.com/"
 
-FUNC_AUTH: Final = "auth"
-FUNC_INSTANCES: Final = "instances"
-FUNC_SCHEDULES: Final = "instances.fleio_bckps.schedule"
-FUNC_SCHEDULE_EDIT: Final = "instances.fleio_bckps.schedule.edit"
-FUNC_SCHEDULE_DELETE: Final = "instances.fleio_bckps.schedule.delete"
 
 MAX_PAGES: Final = 100
 """A list longer than this many pages is not one this client asked for."""
@@ -104,13 +101,6 @@ class ClientOptions:
             raise ValueError("max_response_bytes and max_listing_bytes must be at least 1024")
 
 
-@dataclass
-class _Budget:
-    """Bytes that one listing may still read, across all its pages."""
-
-    remaining: int
-
-
 @dataclass(eq=False)
 class _Session:
     """The current session id. Not a frozen value: never printed, compared by identity."""
@@ -125,8 +115,9 @@ class ZomroClient:
     """Typed access to Zomro's backup schedules for one credential set.
 
     ``transport`` is the test seam (a MockTransport, or a real one wrapped); ``sleep`` and
-    ``clock`` (monotonic seconds) are what retries and throttle pauses wait with, so tests can
-    control time; ``on_request(func, outcome, seconds)`` is called after every HTTP request.
+    ``clock`` (monotonic seconds) are what retries and throttle pauses wait with, and ``random``
+    jitters the retries, so tests can control time; ``on_request(func, outcome, seconds)`` is
+    called after every HTTP request.
     """
 
     def __init__(
@@ -139,37 +130,34 @@ class ZomroClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_request: RequestHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        random: backoff.Random = backoff.RANDOM,
     ) -> None:
         self._credentials = credentials
         self._options = options or ClientOptions()
         self._sleep = sleep
         self._clock = clock
-        self._on_request = on_request
-        self._http = httpx.AsyncClient(
+        self._random = random
+        self._transport = Transport(
             base_url=base_url,
+            options=self._options,
             transport=transport,
-            timeout=httpx.Timeout(self._options.timeout),
-            follow_redirects=False,
-            # Identity keeps a compressed body from inflating past the size cap in one chunk.
-            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            sleep=sleep,
+            clock=clock,
+            on_request=on_request,
+            redact=self._redact,
         )
-        # Capacity 1: requests are spaced evenly, never sent in bursts.
-        self._limiter = AsyncLimiter(1, 1.0 / self._options.max_requests_per_second)
-        self._in_flight = asyncio.Semaphore(self._options.max_in_flight)
         self._login_lock = asyncio.Lock()
         self._session: _Session | None = None
         if credentials.mode is AuthMode.TOKEN and credentials.token:
             self._session = _Session(credentials.token)
         self._retired_sids: list[str] = []
-        self._paused_until = 0.0
         self._login_refused: tuple[AuthenticationError, float] | None = None
-        self._throttle_streak = 0
         self._known_ids: dict[str, frozenset[str]] = {}
 
     def __repr__(self) -> str:
-        url = self._http.base_url.copy_with(username=None, password=None, query=None)
         return (
-            f"ZomroClient(base_url={str(url)!r}, credentials={self._credentials.fingerprint}, "
+            f"ZomroClient(base_url={self._transport.base_url!r}, "
+            f"credentials={self._credentials.fingerprint}, "
             f"mode={self._credentials.mode.value})"
         )
 
@@ -180,7 +168,11 @@ class ZomroClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        await self._transport.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._transport.closed
 
     async def __aenter__(self) -> ZomroClient:
         return self
@@ -260,7 +252,7 @@ class ZomroClient:
         for spec, result in zip(specs, results, strict=True):
             if result is None:
                 try:
-                    result = _match_created(listed, spec, known_before, taken)
+                    result = match_created(listed, spec, known_before, taken)
                     taken.add(result.id)
                 except ZomroError as exc:
                     result = exc
@@ -338,7 +330,7 @@ class ZomroClient:
         """A list read. If Zomro paged it (``p_cnt`` set, ``p_elems`` above the rows received),
         the remaining pages are fetched too and the rows merged, each id once. All pages together
         read at most ``max_listing_bytes``: an endpoint cannot grow memory page after page."""
-        budget = _Budget(self._options.max_listing_bytes)
+        budget = Budget(self._options.max_listing_bytes)
         doc = await self._read(func, fields, budget=budget)
         page = wire.paging(doc)
         if page is None:
@@ -363,7 +355,7 @@ class ZomroClient:
         return {**doc, "elem": merged}
 
     async def _read(
-        self, func: str, fields: Mapping[str, str], *, budget: _Budget | None = None
+        self, func: str, fields: Mapping[str, str], *, budget: Budget | None = None
     ) -> wire.Doc:
         """An idempotent call, retried with capped exponential backoff and full jitter."""
         async for attempt in self._retrying(func):
@@ -400,14 +392,15 @@ class ZomroClient:
         return exc.retry_after is None or exc.retry_after <= self._options.backoff_max
 
     def _retry_delay(self, state: RetryCallState) -> float:
-        ceiling = min(
+        delay = backoff.delay(
+            state.attempt_number - 1,
+            self._options.backoff_initial,
             self._options.backoff_max,
-            self._options.backoff_initial * 2 ** (state.attempt_number - 1),
+            random=self._random,
         )
-        delay = random.uniform(0.0, ceiling)
         exc = state.outcome.exception() if state.outcome is not None else None
         # Throttles pause the whole client: that pause is waited in _send, not added here.
-        if isinstance(exc, ZomroError) and exc.retry_after is not None and not _pauses(exc):
+        if isinstance(exc, ZomroError) and exc.retry_after is not None and not pauses(exc):
             delay = max(delay, exc.retry_after)
         return delay
 
@@ -417,12 +410,12 @@ class ZomroClient:
         fields: Mapping[str, str],
         *,
         write: bool,
-        budget: _Budget | None = None,
+        budget: Budget | None = None,
     ) -> wire.Doc:
         """One logical call on the session, renewing an expired session once."""
         # Reads are retried as a whole; a write is not, so the login before it retries itself.
         session, fresh = await self._current_session(retry_login=write)
-        doc, info = await self._send(
+        doc, info = await self._transport.send(
             func, {**fields, "auth": session.sid}, write=write, budget=budget
         )
         if info is None:
@@ -433,7 +426,7 @@ class ZomroClient:
             elif not fresh:
                 logger.debug("zomro %s: session refused, logging in again", func)
                 session = await self._renew(session, retry_login=write)
-                doc, info = await self._send(
+                doc, info = await self._transport.send(
                     func, {**fields, "auth": session.sid}, write=write, budget=budget
                 )
                 if info is None:
@@ -444,7 +437,9 @@ class ZomroClient:
         """With a token there is nothing to renew: tell an expired token from a real refusal."""
         if not info.says_expired:
             probe_session, _ = await self._current_session()
-            _, probe = await self._send(FUNC_INSTANCES, {"auth": probe_session.sid}, write=False)
+            _, probe = await self._transport.send(
+                FUNC_INSTANCES, {"auth": probe_session.sid}, write=False
+            )
             if probe is None:
                 raise wire.to_exception(info, func=func)
         raise TokenExpiredError(f"{func}: the session token is no longer valid; replace it")
@@ -484,13 +479,13 @@ class ZomroClient:
         # a failed login is retried here like a read.
         async for attempt in self._retrying(FUNC_AUTH, attempts=None if retried else 1):
             with attempt:
-                doc, info = await self._send(
+                doc, info = await self._transport.send(
                     FUNC_AUTH, {"username": username, "password": password}, write=False
                 )
         if info is not None:
             error = wire.to_exception(info, func=FUNC_AUTH)
-            if _pauses(error):
-                self._pause(FUNC_AUTH, error)
+            if pauses(error):
+                self._transport.pause(FUNC_AUTH, error)
             if isinstance(error, AuthenticationError) and not error.retryable:
                 self._login_refused = (error, self._clock() + self._options.login_refusal_memory)
             raise error
@@ -525,207 +520,9 @@ class ZomroClient:
         pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
         return re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
 
-    # --- one HTTP request -----------------------------------------------------------------
-
-    async def _send(
-        self,
-        func: str,
-        fields: Mapping[str, str],
-        *,
-        write: bool,
-        budget: _Budget | None = None,
-    ) -> tuple[wire.Doc, wire.ErrorInfo | None]:
-        """One rate-limited, serialised HTTP request: Zomro's ``doc`` and its error, if any.
-
-        Failures below Zomro's document (HTTP status, transport, body) raise here; for a write,
-        those after the request may have been applied raise :class:`UnknownOutcomeError`.
-        """
-        data = {"func": func, "out": "json", "lang": "en", **fields}
-        async with self._in_flight:
-            await self._wait_while_paused(func)
-            await self._limiter.acquire()
-            started = time.perf_counter()
-            outcome = "interrupted"  # stays so only if the request is cancelled
-            try:
-                doc = await self._exchange(func, data, write=write, budget=budget)
-                info = wire.read_error(doc, redact=self._redact)
-                if info is not None:
-                    outcome = type(wire.to_exception(info, func=func)).__name__
-                else:
-                    outcome = "ok"
-                self._throttle_streak = 0
-                return doc, info
-            except ZomroError as exc:
-                outcome = type(exc).__name__
-                if _pauses(exc):
-                    self._pause(func, exc)
-                raise
-            finally:
-                self._report(func, outcome, time.perf_counter() - started)
-
-    async def _exchange(
-        self, func: str, data: Mapping[str, str], *, write: bool, budget: _Budget | None
-    ) -> wire.Doc:
-        try:
-            async with asyncio.timeout(self._options.timeout):
-                async with self._http.stream("POST", "", data=data) as response:
-                    error = wire.status_error(response.status_code, response.headers, func=func)
-                    if error is not None:
-                        raise error
-                    body = await self._read_body(response, func, budget)
-            return wire.decode_document(body, func=func)
-        except (ServerError, ZomroTimeoutError) as exc:
-            # A 5xx, a gateway timeout or a garbled answer: the write may have been applied.
-            if write:
-                raise _unknown_outcome(func, "the answer was an error or unreadable") from exc
-            raise
-        except ZomroError:
-            raise
-        except (TimeoutError, httpx.HTTPError) as exc:
-            failure = _transport_failure(func, exc, write=write)
-        # Raised here, outside the except block: httpx's error holds the request, whose body
-        # holds the password or session id, and it must not ride along as __context__.
-        raise failure
-
-    async def _read_body(
-        self, response: httpx.Response, func: str, budget: _Budget | None
-    ) -> bytes:
-        cap = self._options.max_response_bytes
-        if budget is not None and budget.remaining < cap:
-            cap = budget.remaining
-            too_big = f"{func}: listing larger than {self._options.max_listing_bytes} bytes"
-        else:
-            too_big = f"{func}: answer larger than {cap} bytes"
-        declared = parse_count(response.headers.get("content-length", ""))
-        if declared is not None and declared > cap:
-            raise ServerError(too_big)
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > cap:
-                raise ServerError(too_big)
-        if budget is not None:
-            budget.remaining -= len(body)
-        return bytes(body)
-
-    # --- throttling and reporting ---------------------------------------------------------
-
-    def _pause(self, func: str, exc: ZomroError) -> None:
-        """Hold every call of this client until Zomro's retry-after (or a backoff) has passed."""
-        self._throttle_streak += 1
-        if exc.retry_after is None:
-            exc.retry_after = min(
-                self._options.backoff_max,
-                max(self._options.backoff_initial, 0.1) * 2 ** (self._throttle_streak - 1),
-            )
-        until = self._clock() + exc.retry_after
-        if until > self._paused_until:
-            self._paused_until = until
-        logger.debug("zomro %s: throttled, pausing all calls for %.1fs", func, exc.retry_after)
-
-    async def _wait_while_paused(self, func: str) -> None:
-        """Wait out a short pause; refuse at once (nothing sent) during a long one, so that a
-        caller is not held for minutes and can schedule its own retry."""
-        # Sleeps once per pause; sleeps again only if the pause was extended meanwhile, so an
-        # injected sleep that does not pass time cannot make this spin.
-        while True:
-            until = self._paused_until
-            remaining = until - self._clock()
-            if remaining <= 0:
-                return
-            if remaining > self._options.backoff_max:
-                raise ThrottledError(
-                    f"{func}: not sent, Zomro asked this client to pause for {remaining:.0f}s more",
-                    retry_after=remaining,
-                )
-            await self._sleep(remaining)
-            if self._paused_until == until:
-                return
-
-    def _report(self, func: str, outcome: str, seconds: float) -> None:
-        logger.debug("zomro %s -> %s in %.3fs", func, outcome, seconds)
-        if self._on_request is None:
-            return
-        try:
-            self._on_request(func, outcome, seconds)
-        except Exception:
-            logger.exception("zomro on_request hook failed")
-
-
-def _match_created(
-    listed: Sequence[Schedule],
-    spec: ScheduleSpec,
-    known_before: frozenset[str] | None,
-    taken: set[str],
-) -> Schedule:
-    """Tell a create's new row from the listing: an id not seen before the create and not matched
-    to another create of the batch, and its name, or (with the sent days and time) a name Zomro
-    could have made of it (trimmed, whitespace collapsed, case changed, cut short). The exact
-    name is preferred; an exact days/time match breaks ties between exact names."""
-    new = [
-        schedule
-        for schedule in listed
-        if schedule.id not in taken and (known_before is None or schedule.id not in known_before)
-    ]
-    candidates = [schedule for schedule in new if schedule.name == spec.name]
-    if len(candidates) > 1:
-        exact = [schedule for schedule in candidates if schedule.matches(spec)]
-        if len(exact) == 1:
-            return exact[0]
-    if not candidates:
-        candidates = [
-            schedule
-            for schedule in new
-            if (schedule.days, schedule.time) == (spec.days, spec.time)
-            and may_be_stored_as(spec.name, schedule.name)
-        ]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise CreatedNotListedError(
-            f"{FUNC_SCHEDULE_EDIT}: Zomro accepted the create but lists no new schedule "
-            "with its name yet; list the instance later, do not create it again"
-        )
-    ids = tuple(sorted(schedule.id for schedule in candidates))
-    raise AmbiguousResultError(
-        f"{FUNC_SCHEDULE_EDIT}: created, but {len(ids)} new schedules could be it "
-        f"(ids {', '.join(ids)})",
-        candidate_ids=ids,
-    )
-
-
-def _pauses(exc: ZomroError) -> bool:
-    """Errors that concern the whole credential set, not one call."""
-    return isinstance(exc, ThrottledError | LoginTemporarilyBlockedError)
-
 
 def _may_mean_gone(exc: ZomroError) -> bool:
     """Refusals that could mean "no such schedule": worth a listing to find out."""
     if isinstance(exc, InvalidValueError):
         return not exc.field_errors or "elid" in exc.field_errors
     return type(exc) is ZomroError or isinstance(exc, AccessDeniedError | NotFoundError)
-
-
-def _transport_failure(
-    func: str, exc: TimeoutError | httpx.HTTPError, *, write: bool
-) -> ZomroError:
-    """The error a failure below HTTP means; the original is not chained (it holds the request)."""
-    if isinstance(exc, httpx.ConnectError):
-        # Nothing was sent, so nothing was applied: safe to report as a plain failure.
-        return ZomroConnectionError(f"{func}: cannot connect to Zomro")
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return ZomroTimeoutError(f"{func}: no connection to Zomro in time")
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        if write:
-            return _unknown_outcome(func, "no answer in time")
-        return ZomroTimeoutError(f"{func}: no answer from Zomro in time")
-    if write:
-        return _unknown_outcome(func, "the connection failed mid-request")
-    return ZomroConnectionError(f"{func}: connection to Zomro failed ({type(exc).__name__})")
-
-
-def _unknown_outcome(func: str, why: str) -> UnknownOutcomeError:
-    return UnknownOutcomeError(
-        f"{func}: {why}; the change may or may not have been applied, "
-        "look at Zomro's state before trying again"
-    )

@@ -55,11 +55,6 @@ class Weekday(enum.IntEnum):
             raise ValueError(f"not a day name: {name!r}") from None
 
 
-def parse_days(text: str) -> frozenset[Weekday]:
-    """Parse Zomro's listing form, e.g. ``"Monday Tuesday Wednesday "`` (any order, any spacing)."""
-    return frozenset(Weekday.from_name(word) for word in text.split())
-
-
 def format_days(days: Iterable[Weekday]) -> str:
     """Zomro's request form: comma-joined day numbers in week order, e.g. ``"1,2,3"``."""
     return ",".join(str(int(day)) for day in sorted(set(days)))

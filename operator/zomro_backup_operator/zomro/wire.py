@@ -30,6 +30,7 @@ from zomro_backup_operator.zomro.errors import (
     ZomroError,
     ZomroTimeoutError,
 )
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULES
 from zomro_backup_operator.zomro.models import (
     Instance,
     Schedule,
@@ -206,7 +207,7 @@ def _date(text: str | None) -> datetime.date | None:
 
 def parse_schedule(row: Mapping[str, object], *, instance_id: str, index: int = 0) -> Schedule:
     """One row of ``instances.fleio_bckps.schedule``."""
-    func = "instances.fleio_bckps.schedule"
+    func = FUNC_SCHEDULES
     schedule_id = _object_id(
         _required(row, "id", func=func, index=index), what=f"row {index} id", func=func
     )
@@ -235,7 +236,7 @@ def parse_schedule(row: Mapping[str, object], *, instance_id: str, index: int = 
 
 def parse_schedules(doc: Mapping[str, object], *, instance_id: str) -> list[Schedule]:
     """All rows of a schedule list."""
-    func = "instances.fleio_bckps.schedule"
+    func = FUNC_SCHEDULES
     return [
         parse_schedule(row, instance_id=instance_id, index=index)
         for index, row in enumerate(rows(doc, func=func))

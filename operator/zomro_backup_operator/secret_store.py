@@ -11,7 +11,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from zomro_backup_operator.settings import SecretRef
@@ -59,6 +59,11 @@ def parse_secret(ref: SecretRef, data: Mapping[str, str]) -> Credentials:
 
 
 class CredentialStore:
+    """Credentials by Secret, re-read every ``ttl`` seconds; ``on_replaced`` is told of the old
+    value whenever a Secret is found holding other credentials than before."""
+
+    on_replaced: Callable[[Credentials], Awaitable[None]] | None = None
+
     def __init__(
         self,
         reader: SecretReader,
@@ -107,9 +112,12 @@ class CredentialStore:
             credentials = parse_secret(ref, data)
         except CredentialsError as exc:
             return _Entry(None, exc, now)
+        previous = self._last_good.get(ref)
         self._last_good[ref] = credentials
+        if previous is not None and previous != credentials and self.on_replaced is not None:
+            await self.on_replaced(previous)
         return _Entry(credentials, None, now)
 
-    def forget(self, ref: SecretRef) -> None:
-        """Drop the cached read so the next ``get`` reads the Secret again."""
-        self._entries.pop(ref, None)
+    def in_use(self, fingerprint: str) -> bool:
+        """Whether some Secret's last good value is the credential set with this fingerprint."""
+        return any(c.fingerprint == fingerprint for c in self._last_good.values())

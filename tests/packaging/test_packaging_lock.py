@@ -10,10 +10,14 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Not in `make unit` (seconds): `make packaging` and `make test` run these.
+pytestmark = pytest.mark.packaging
 LOCK = REPO / "requirements.lock"
 
 

@@ -4,14 +4,16 @@ write status, post Events. Kept apart from the decorators so it reads top to bot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import kopf
 
 from zomro_backup_operator import events, metrics, reconcile
+from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.failures import Failure, classify
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
@@ -22,7 +24,6 @@ from zomro_backup_operator.resources import (
     Observed,
 )
 from zomro_backup_operator.runtime import Runtime
-from zomro_backup_operator.state import ClaimKey
 from zomro_backup_operator.status import Readiness, changes, iso, synced
 from zomro_backup_operator.zomro.errors import NotFoundError
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Resource:
+class HandlerCall:
     """One handler call's view of a BackupSchedule."""
 
     body: kopf.Body
@@ -62,21 +63,30 @@ class Resource:
         return Observed.from_status(self.status)
 
 
-async def connect(rt: Runtime, res: Resource, desired: Desired, *, deleting: bool) -> Remote:
+async def connect(
+    rt: Runtime,
+    res: HandlerCall,
+    desired: Desired,
+    *,
+    deleting: bool,
+    max_age: float,
+    stack: contextlib.AsyncExitStack,
+) -> Remote:
+    """Zomro for this resource; its client stays open until ``stack`` closes."""
     ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
     credentials = await rt.credentials.get(ref, allow_last_known=deleting)
-    client = rt.clients.get(credentials)
+    client = await stack.enter_async_context(rt.clients.lease(credentials))
     return Remote(
         zomro=client,
         slot=rt.slots.get(credentials.fingerprint, desired.instance_id),
         claims=rt.claims,
         indexed=res.claims_index,
-        max_age=rt.settings.resync_seconds,
+        max_age=max_age,
         settle=rt.settings.create_settle_seconds,
     )
 
 
-async def ensure(rt: Runtime, res: Resource, retry: int) -> None:
+async def ensure(rt: Runtime, res: HandlerCall, retry: int) -> None:
     """create/update/resume: bring Zomro to the spec, or say in status why not (and retry)."""
     try:
         desired = res.desired()
@@ -86,7 +96,7 @@ async def ensure(rt: Runtime, res: Resource, retry: int) -> None:
     _succeed(rt, res, desired, outcome, drift=False)
 
 
-async def resync(rt: Runtime, res: Resource, *, deleting: bool) -> None:
+async def resync(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
     """The periodic drift check. Leaves resources that a handler has yet to finish alone."""
     try:
         observed = res.observed()
@@ -115,7 +125,7 @@ async def resync(rt: Runtime, res: Resource, *, deleting: bool) -> None:
     _succeed(rt, res, desired, outcome, drift=True)
 
 
-async def remove(rt: Runtime, res: Resource, retry: int) -> None:
+async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
     """delete: remove (or orphan) the Zomro schedule; raise until Zomro has confirmed."""
     if res.uid in rt.deleted:
         return
@@ -130,9 +140,13 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
             return  # never reached Zomro: nothing to clean up
         raise
     try:
-        removal, schedule_id = await reconcile.remove(
-            desired, observed, rt.claims, lambda: connect(rt, res, desired, deleting=True)
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            removal, schedule_id = await reconcile.remove(
+                desired,
+                observed,
+                rt.claims,
+                lambda: connect(rt, res, desired, deleting=True, max_age=0.0, stack=stack),
+            )
     except Exception as exc:
         failure = classify(exc)
         waiting = Failure(
@@ -160,8 +174,13 @@ async def remove(rt: Runtime, res: Resource, retry: int) -> None:
         )
 
 
-async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: float) -> Outcome:
-    remote = await connect(rt, res, desired, deleting=False)
+async def _ensure(rt: Runtime, res: HandlerCall, desired: Desired, *, max_age: float) -> Outcome:
+    async with contextlib.AsyncExitStack() as stack:
+        remote = await connect(rt, res, desired, deleting=False, max_age=max_age, stack=stack)
+        return await _ensure_with(rt, res, desired, remote)
+
+
+async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: Remote) -> Outcome:
 
     async def record_pending(pending: PendingCreate | None) -> None:
         if pending is None:  # the create was refused: written with the handler's own patch
@@ -186,16 +205,15 @@ async def _ensure(rt: Runtime, res: Resource, desired: Desired, *, max_age: floa
         res.status = {**res.status, **patch}
 
     try:
-        return await reconcile.ensure(
-            desired, res.observed(), remote, record_pending, max_age=max_age
-        )
+        return await reconcile.ensure(desired, res.observed(), remote, record_pending)
     except NotFoundError:
         # Our listing was older than a removal behind our back: look again, once.
-        return await reconcile.ensure(desired, res.observed(), remote, record_pending, max_age=0)
+        fresh = replace(remote, max_age=0.0)
+        return await reconcile.ensure(desired, res.observed(), fresh, record_pending)
 
 
 def _succeed(
-    rt: Runtime, res: Resource, desired: Desired, outcome: Outcome, *, drift: bool
+    rt: Runtime, res: HandlerCall, desired: Desired, outcome: Outcome, *, drift: bool
 ) -> None:
     patch = changes(
         res.status,
@@ -212,7 +230,7 @@ def _succeed(
         kopf.event(res.body, type="Normal", reason=event[0], message=event[1])
 
 
-def _report_failure(rt: Runtime, res: Resource, failure: Failure) -> None:
+def _report_failure(rt: Runtime, res: HandlerCall, failure: Failure) -> None:
     patch = changes(res.status, Readiness(False, failure.reason, failure.message), res.generation)
     res.patch.status.update(patch)
     rt.ready.set(res.key, False)
@@ -222,7 +240,7 @@ def _report_failure(rt: Runtime, res: Resource, failure: Failure) -> None:
 
 
 def _fail(
-    rt: Runtime, res: Resource, exc: Exception, retry: int, *, failure: Failure | None = None
+    rt: Runtime, res: HandlerCall, exc: Exception, retry: int, *, failure: Failure | None = None
 ) -> NoReturn:
     failure = failure or classify(exc)
     _report_failure(rt, res, failure)

@@ -1,59 +1,15 @@
-"""Shared in-process state: who claims which Zomro schedule, and one listing per instance.
-
-Both exist so that N resources on one instance cost one Zomro list per period, and so that two
-resources can never take the same remote schedule, even while their statuses are still in flight.
-"""
+"""One instance under one credential set (an ``InstanceSlot``): the lock its decisions take,
+its last listing (so N resources on one instance cost one Zomro list per period), and the worker
+that sends its creates in batches. ``Slots`` holds them by (credentials, instance)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec
-
-ClaimKey = tuple[str, str]
-"""(instance id, schedule id)."""
-
-
-class Claims:
-    """Which resource ("namespace/name") owns which remote schedule.
-
-    The cluster's truth is kopf's index over ``status.scheduleId`` (complete at start-up, so a
-    restarted operator knows every claim before it handles anything). Claims this process makes
-    or drops are recorded here at once, because the index only learns of them when the status
-    write comes back through the watch.
-    """
-
-    def __init__(self) -> None:
-        self._local: dict[ClaimKey, str | None] = {}
-
-    def owner(
-        self,
-        instance_id: str,
-        schedule_id: str,
-        indexed: Mapping[ClaimKey, Iterable[str]],
-        besides: str | None = None,
-    ) -> str | None:
-        """The resource that owns the schedule; with ``besides``, one other than that resource.
-
-        A claim made in this process wins; else every status naming the id counts, so a
-        resource whose status was set to another's id sees that other one as the owner."""
-        key = (instance_id, schedule_id)
-        if key in self._local:
-            local = self._local[key]
-            return None if local == besides else local
-        return next((o for o in sorted(indexed.get(key, ())) if o != besides), None)
-
-    def claim(self, instance_id: str, schedule_id: str, owner: str) -> None:
-        self._local[(instance_id, schedule_id)] = owner
-
-    def release(self, instance_id: str, schedule_id: str, owner: str) -> None:
-        key = (instance_id, schedule_id)
-        if self._local.get(key, owner) == owner:
-            self._local[key] = None
-
 
 CreateMany = Callable[[Sequence[ScheduleSpec]], Awaitable[Sequence[Schedule | Exception]]]
 """Creates schedules on the slot's instance; one result (the Schedule or its error) per spec."""
@@ -145,6 +101,12 @@ class InstanceSlot:
             self.fetched_at = clock()
         return list(self.rows)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing here that a listing would not tell again: no decision, no create under way."""
+        busy = self._worker is not None and not self._worker.done()
+        return not (self.lock.locked() or self.in_flight or self.accepted or busy or self._queue)
+
     def invalidate(self) -> None:
         self.rows = None
 
@@ -175,23 +137,6 @@ def _settle(done: asyncio.Future[Schedule], result: Schedule | Exception) -> Non
         done.set_exception(result)
 
 
-class Recent:
-    """A bounded set of recently seen keys (oldest forgotten first)."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._keys: dict[str, None] = {}
-
-    def add(self, key: str) -> None:
-        self._keys.pop(key, None)
-        self._keys[key] = None
-        if len(self._keys) > self._size:
-            del self._keys[next(iter(self._keys))]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-
 class Slots:
     """InstanceSlots by (credentials fingerprint, instance id)."""
 
@@ -200,3 +145,10 @@ class Slots:
 
     def get(self, fingerprint: str, instance_id: str) -> InstanceSlot:
         return self._slots.setdefault((fingerprint, instance_id), InstanceSlot())
+
+    def retire(self, fingerprint: str) -> None:
+        """Forget the credential set's slots that hold nothing a decision still needs: one with
+        a decision under way, a create on its way or one Zomro accepted stays."""
+        for key, slot in list(self._slots.items()):
+            if key[0] == fingerprint and slot.idle:
+                del self._slots[key]

@@ -19,6 +19,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Not in `make unit` (seconds): `make packaging` and `make test` run these.
+pytestmark = pytest.mark.packaging
 DOCKERFILE = REPO / "Dockerfile"
 DEPLOY = REPO / "deploy"
 CHART = REPO / "helm" / "zomro-backup-operator"

@@ -1,0 +1,604 @@
+#!/usr/bin/env python3
+"""Benchmark the operator end to end: N BackupSchedules over M instances, applied at once.
+
+Runs against a real kube-apiserver (a private `hack/control-plane` in its own state directory,
+stopped afterwards, unless --kubeconfig names a running cluster) and a Zomro sandbox process with
+one account owning M instances. Measures:
+
+- time until every resource is Ready, and per resource apply -> Ready (p50/p95, from a watch),
+- Zomro calls per created schedule (the sandbox's request log),
+- while idle for several resync periods: Zomro calls per period and writes to the API server
+  (MODIFIED events of the BackupSchedules on a watch),
+- the operator's RSS (VmRSS, and VmHWM: the peak) from /proc,
+- time to delete all (finalizers included, until the API server has none left).
+
+Prints a table and, with --json PATH, writes every figure as JSON. Run it with the repo's venv:
+
+    .venv/bin/python hack/bench --resources 200 --instances 20 --resync 20 --rps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_generation
+from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+
+REPO = Path(__file__).resolve().parents[1]
+CONTROL_PLANE = REPO / "hack" / "control-plane"
+CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
+USERNAME = "bench"
+PASSWORD = "pw-bench-" + uuid.uuid4().hex[:12]
+FIRST_INSTANCE = 9_000_001
+DAY_NAMES = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@dataclass
+class ControlPlane:
+    kubeconfig: Path
+    state_dir: Path | None
+    """Set when this run started its own control plane (and must stop it)."""
+
+
+def start_control_plane(args: argparse.Namespace) -> ControlPlane:
+    if args.kubeconfig:
+        return ControlPlane(Path(args.kubeconfig), None)
+    state = Path(tempfile.mkdtemp(prefix="zomro-bench-cp-"))
+    env = {**os.environ, "ZOMRO_CP_STATE_DIR": str(state)}
+    say(f"starting a private control plane in {state}")
+    result = subprocess.run(
+        [sys.executable, str(CONTROL_PLANE), "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"hack/control-plane up failed:\n{result.stderr}")
+    return ControlPlane(state / "kubeconfig", state)
+
+
+def stop_control_plane(plane: ControlPlane) -> None:
+    if plane.state_dir is None:
+        return
+    subprocess.run(
+        [sys.executable, str(CONTROL_PLANE), "down"],
+        env={**os.environ, "ZOMRO_CP_STATE_DIR": str(plane.state_dir)},
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    shutil.rmtree(plane.state_dir, ignore_errors=True)
+
+
+def instance_ids(count: int) -> list[str]:
+    return [str(FIRST_INSTANCE + n) for n in range(count)]
+
+
+def sandbox_config(instances: int) -> str:
+    rows = [{"id": ident, "name": f"vps-{n}"} for n, ident in enumerate(instance_ids(instances))]
+    return yaml.safe_dump(
+        {
+            "accounts": [{"username": USERNAME, "password": PASSWORD, "instances": rows}],
+            "login_failures_before_block": 0,
+        }
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until(what: str, probe: Any, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in kB."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------- the watch
+
+
+@dataclass
+class Seen:
+    """What a watch on the namespace's BackupSchedules saw, with local monotonic times."""
+
+    ready_at: dict[str, float] = field(default_factory=dict)
+    gone_at: dict[str, float] = field(default_factory=dict)
+    events: list[tuple[float, str, str, str]] = field(default_factory=list)
+    """(time, type, name, resourceVersion) of every event."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, kind: str, since: float, until: float = float("inf")) -> int:
+        with self.lock:
+            return sum(1 for t, k, _, _ in self.events if k == kind and since <= t < until)
+
+    def last_event(self) -> float:
+        with self.lock:
+            return self.events[-1][0] if self.events else 0.0
+
+
+def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threading.Event) -> None:
+    custom = client.CustomObjectsApi(api)
+    version = _list(custom, namespace)["metadata"]["resourceVersion"]
+    while not stop.is_set():
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            for event in stream.stream(  # type: ignore[no-untyped-call]
+                custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                resource_version=version,
+                timeout_seconds=30,
+                allow_watch_bookmarks=False,
+            ):
+                now = time.monotonic()
+                body = event["object"]
+                kind = event["type"]
+                if kind == "ERROR":
+                    raise ApiException(status=body.get("code", 0), reason=body.get("message"))
+                name = body["metadata"]["name"]
+                version = body["metadata"]["resourceVersion"]
+                with seen.lock:
+                    seen.events.append((now, kind, name, version))
+                    if (
+                        kind != "DELETED"
+                        and name not in seen.ready_at
+                        and ready_at_generation(body)
+                    ):
+                        seen.ready_at[name] = now
+                    if kind == "DELETED":
+                        seen.gone_at[name] = now
+                if stop.is_set():
+                    break
+        except ApiException as exc:
+            if exc.status == 410:  # too old: start again from now (the gap is not counted)
+                version = _list(custom, namespace)["metadata"]["resourceVersion"]
+            else:
+                time.sleep(0.5)
+        except Exception:  # a dropped stream: resume from the last version
+            time.sleep(0.5)
+        finally:
+            stream.stop()  # type: ignore[no-untyped-call]
+
+
+def _list(custom: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
+    """The namespace's BackupSchedules as the API server lists them (a list object)."""
+    listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    assert isinstance(listed, dict)
+    return listed
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def body_for(n: int, instances: list[str]) -> dict[str, Any]:
+    days = sorted({DAY_NAMES[(n + k) % 7] for k in range(1 + n % 5)}, key=DAY_NAMES.index)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BackupSchedule",
+        "metadata": {"name": f"bench-{n:05d}"},
+        "spec": {
+            "instanceId": instances[n % len(instances)],
+            "scheduleName": f"bench-{n:05d}",
+            "days": days,
+            "time": f"{n % 24:02d}:{n % 60:02d}",
+            "credentialsSecretRef": {"name": "zomro"},
+        },
+    }
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def funcs(records: list[dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(str(r["func"]) for r in records))
+
+
+def failures(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Calls that did not answer ``ok``, by func and outcome."""
+    return dict(Counter(f"{r['func']} {r['outcome']}" for r in records if r["outcome"] != "ok"))
+
+
+def api_client(kubeconfig: Path, pool: int) -> client.ApiClient:
+    configuration = client.Configuration()
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), client_configuration=configuration
+    )
+    configuration.connection_pool_maxsize = pool
+    return client.ApiClient(configuration)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    source = source_version()  # before the operator starts from the working tree
+    plane = start_control_plane(args)
+    home = Path(tempfile.mkdtemp(prefix="zomro-bench-"))
+    sandbox: SandboxProcess | None = None
+    operator: subprocess.Popen[bytes] | None = None
+    stop = threading.Event()
+    namespace = f"zbench-{uuid.uuid4().hex[:6]}"
+    api = api_client(plane.kubeconfig, args.concurrency + 4)
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    try:
+        binary = Path(json_info()["bin_dir"]) / "kubectl"
+        kubectl = [str(binary), f"--kubeconfig={plane.kubeconfig}"]
+        subprocess.run([*kubectl, "apply", "-f", str(CRD)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *kubectl,
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/backupschedules.zomro.com",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        core.create_namespaced_secret(
+            namespace,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="zomro"),
+                string_data={"username": USERNAME, "password": PASSWORD},
+            ),
+        )
+        (home / "sandbox.yaml").write_text(sandbox_config(args.instances))
+        sandbox = start_sandbox_process(config=home / "sandbox.yaml", log_path=home / "sandbox.log")
+        instances = instance_ids(args.instances)
+
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(plane.kubeconfig),
+            "ZOMRO_API_URL": sandbox.url,
+            "ZOMRO_RESYNC_SECONDS": str(args.resync),
+            "ZOMRO_MAX_REQUESTS_PER_SECOND": str(args.rps),
+            "ZOMRO_METRICS_PORT": "0",
+            "ZOMRO_LOG_LEVEL": args.log_level,
+        }
+        operator_log = home / "operator.log"
+        command = [
+            sys.executable,
+            "-m",
+            "zomro_backup_operator",
+            "run",
+            "--standalone",
+            "-n",
+            namespace,
+            f"--liveness={liveness}",
+        ]
+        if args.profile:
+            command = [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "--renderer",
+                "text",
+                "-o",
+                str(args.profile),
+                "-m",
+                "zomro_backup_operator",
+                *command[3:],
+            ]
+        with operator_log.open("wb") as log:
+            operator = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        wait_until("the operator's liveness endpoint", lambda: http_ok(liveness), 60)
+        say(f"operator pid {operator.pid} up; namespace {namespace}; sandbox {sandbox.url}")
+
+        seen = Seen()
+        watcher = threading.Thread(
+            target=watch_forever, args=(api, namespace, seen, stop), daemon=True
+        )
+        watcher.start()
+        time.sleep(0.5)  # let the watch open before the first create
+
+        # ---- create -------------------------------------------------------------------
+        sandbox.control.clear_requests()
+        bodies = [body_for(n, instances) for n in range(args.resources)]
+        applied_at: dict[str, float] = {}
+
+        def create(body: dict[str, Any]) -> None:
+            applied_at[body["metadata"]["name"]] = time.monotonic()
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+        say(f"creating {args.resources} resources over {args.instances} instances")
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(create, bodies))
+        applied = time.monotonic() - started
+        ready_timeout = args.ready_timeout or max(120.0, args.resources * 2.0 / args.rps * 3)
+        wait_until(
+            "every resource to be Ready",
+            lambda: len(seen.ready_at) >= args.resources,
+            ready_timeout,
+            interval=0.1,
+        )
+        all_ready = max(seen.ready_at.values()) - started
+        latencies = [seen.ready_at[name] - applied_at[name] for name in applied_at]
+        create_requests = sandbox.control.requests()
+        memory_after_create = memory_kb(operator.pid)
+        held = {ident: sandbox.control.schedules(ident) for ident in instances}
+        remote_total = sum(len(rows) for rows in held.values())
+        wanted = {b["spec"]["scheduleName"] for b in bodies}
+        remote_names = Counter(row["name"] for rows in held.values() for row in rows)
+        exact = remote_total == args.resources and all(remote_names[n] == 1 for n in wanted)
+        say(f"all Ready in {all_ready:.1f}s; Zomro holds {remote_total} schedules")
+
+        # ---- settle, then idle ------------------------------------------------------------
+        quiet_for = 3.0
+        wait_until(
+            "the API server to go quiet after the creates",
+            lambda: time.monotonic() - seen.last_event() >= quiet_for,
+            120,
+        )
+        sandbox.control.clear_requests()
+        idle_start = time.monotonic()
+        say(f"idle for {args.idle_periods} resync periods of {args.resync:g}s")
+        time.sleep(args.idle_periods * args.resync)  # the measuring window itself
+        idle_end = time.monotonic()
+        idle_requests = sandbox.control.requests()
+        idle_writes = seen.count("MODIFIED", idle_start, idle_end)
+        memory_after_idle = memory_kb(operator.pid)
+
+        # ---- delete ---------------------------------------------------------------------
+        sandbox.control.clear_requests()
+        say("deleting all")
+
+        def delete(body: dict[str, Any]) -> None:
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, body["metadata"]["name"]
+            )
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(delete, bodies))
+        wait_until(
+            "every resource to be gone",
+            lambda: len(seen.gone_at) >= args.resources,
+            ready_timeout,
+            interval=0.1,
+        )
+        delete_all = max(seen.gone_at.values()) - started
+        delete_requests = sandbox.control.requests()
+        remote_left = sum(len(sandbox.control.schedules(ident)) for ident in instances)
+        memory_end = memory_kb(operator.pid)
+        crashed = operator.poll() is not None
+        log_text = operator_log.read_text(errors="replace")
+        leaked = PASSWORD in log_text
+
+        periods = args.idle_periods
+        idle_lists = sum(1 for r in idle_requests if r["func"] == "instances.fleio_bckps.schedule")
+        return {
+            "settings": {
+                "resources": args.resources,
+                "instances": args.instances,
+                "resync_seconds": args.resync,
+                "max_requests_per_second": args.rps,
+                "idle_periods": periods,
+                "create_concurrency": args.concurrency,
+                "log_level": args.log_level,
+            },
+            "source": source,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "create": {
+                "apply_seconds": round(applied, 2),
+                "all_ready_seconds": round(all_ready, 2),
+                "ready_p50_seconds": round(percentile(latencies, 0.50), 2),
+                "ready_p95_seconds": round(percentile(latencies, 0.95), 2),
+                "ready_max_seconds": round(max(latencies), 2),
+                "zomro_calls": len(create_requests),
+                "zomro_calls_per_schedule": round(len(create_requests) / args.resources, 2),
+                "zomro_calls_by_func": funcs(create_requests),
+                "zomro_failures": failures(create_requests),
+                "remote_schedules": remote_total,
+                "exactly_one_each": exact,
+            },
+            "idle": {
+                "seconds": round(idle_end - idle_start, 1),
+                "zomro_calls": len(idle_requests),
+                "zomro_calls_per_period": round(len(idle_requests) / periods, 1),
+                "schedule_lists_per_period": round(idle_lists / periods, 1),
+                "zomro_calls_by_func": funcs(idle_requests),
+                "zomro_failures": failures(idle_requests),
+                "api_writes": idle_writes,
+            },
+            "delete": {
+                "all_gone_seconds": round(delete_all, 2),
+                "zomro_calls": len(delete_requests),
+                "zomro_calls_by_func": funcs(delete_requests),
+                "zomro_failures": failures(delete_requests),
+                "remote_schedules_left": remote_left,
+            },
+            "memory_kb": {
+                "after_create": memory_after_create,
+                "after_idle": memory_after_idle,
+                "end": memory_end,
+                "peak_rss_mb": round(memory_end.get("VmHWM", 0) / 1024, 1),
+            },
+            "operator": {"crashed": crashed, "password_in_log": leaked},
+        }
+    finally:
+        stop.set()
+        if operator is not None and operator.poll() is None:
+            operator.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+            try:
+                operator.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
+        try:
+            for item in _list(custom, namespace)["items"]:
+                custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    item["metadata"]["name"],
+                    {"metadata": {"finalizers": []}},
+                )
+            core.delete_namespace(namespace)
+        except Exception as exc:  # cleanup is best effort
+            say(f"cleanup of {namespace}: {type(exc).__name__}")
+        if sandbox is not None:
+            sandbox.stop()
+        api.close()  # type: ignore[no-untyped-call]
+        if args.keep_logs:
+            say(f"logs kept in {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+        stop_control_plane(plane)
+
+
+def source_version() -> str:
+    """The commit the operator ran from, with -dirty when the working tree had changes."""
+    result = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
+
+
+def json_info() -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, str(CONTROL_PLANE), "info"],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    info: dict[str, Any] = json.loads(result.stdout)
+    return info
+
+
+# --------------------------------------------------------------------------- the report
+
+TARGETS_NOTE = "targets apply at 200 resources / 20 instances"
+
+
+def table(result: dict[str, Any]) -> str:
+    s, c, i, d, m = (result[k] for k in ("settings", "create", "idle", "delete", "memory_kb"))
+    rate = f"{s['resync_seconds']:g} s, {s['max_requests_per_second']:g} req/s"
+    latency = f"{c['ready_p50_seconds']:.1f} s / {c['ready_p95_seconds']:.1f} s"
+    idle_calls = f"{i['zomro_calls_per_period']:.1f}"
+    rows = [
+        ("resources / instances", f"{s['resources']} / {s['instances']}", ""),
+        ("resync period, rate limit", rate, ""),
+        ("all Ready", f"{c['all_ready_seconds']:.1f} s", "<= 60 s"),
+        ("apply -> Ready p50 / p95", latency, ""),
+        ("Zomro calls per created schedule", f"{c['zomro_calls_per_schedule']:.2f}", "<= 3"),
+        ("exactly one schedule each", str(c["exactly_one_each"]), "True"),
+        ("idle Zomro calls per period", idle_calls, f"<= {s['instances']}"),
+        ("idle writes to the API server", str(i["api_writes"]), "0"),
+        ("operator RSS peak (VmHWM)", f"{m['peak_rss_mb']:.0f} MB", "<= 200 MB"),
+        ("delete all", f"{d['all_gone_seconds']:.1f} s", "<= 60 s"),
+        ("schedules left after delete", str(d["remote_schedules_left"]), "0"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    lines = [f"{'measure':<{width}}  {'value':<{value_width}}  target ({TARGETS_NOTE})"]
+    lines += [f"{a:<{width}}  {b:<{value_width}}  {t}" for a, b, t in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=200, help="N BackupSchedules")
+    parser.add_argument("--instances", type=int, default=20, help="M instances, one account")
+    parser.add_argument("--resync", type=float, default=20.0, help="ZOMRO_RESYNC_SECONDS")
+    parser.add_argument(
+        "--rps", type=float, default=10.0, help="ZOMRO_MAX_REQUESTS_PER_SECOND (operator: 5)"
+    )
+    parser.add_argument("--idle-periods", type=int, default=3, help="resync periods to idle")
+    parser.add_argument("--concurrency", type=int, default=16, help="parallel API calls to apply")
+    parser.add_argument("--ready-timeout", type=float, default=0.0, help="seconds; 0: derived")
+    parser.add_argument("--log-level", default="INFO", help="ZOMRO_LOG_LEVEL of the operator")
+    parser.add_argument("--kubeconfig", help="use this running cluster instead of a private one")
+    parser.add_argument("--json", metavar="PATH", help="write the figures here as JSON")
+    parser.add_argument("--profile", metavar="PATH", help="run the operator under pyinstrument")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the operator/sandbox logs")
+    args = parser.parse_args()
+    result = run(args)
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        say(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

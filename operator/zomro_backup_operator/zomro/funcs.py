@@ -1,0 +1,11 @@
+"""The names of the Zomro API functions this client calls (the ``func`` parameter), in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+FUNC_AUTH: Final = "auth"
+FUNC_INSTANCES: Final = "instances"
+FUNC_SCHEDULES: Final = "instances.fleio_bckps.schedule"
+FUNC_SCHEDULE_EDIT: Final = "instances.fleio_bckps.schedule.edit"
+FUNC_SCHEDULE_DELETE: Final = "instances.fleio_bckps.schedule.delete"
