@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 
 import kopf
 
@@ -31,6 +34,7 @@ def run(
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
     metrics.serve(settings.metrics_port)
+    ensure_identity(os.environ)
     kopf.run(
         registry=registry,
         standalone=standalone,
@@ -39,6 +43,25 @@ def run(
         liveness_endpoint=liveness,
     )
     return 0
+
+
+def ensure_identity(
+    environ: MutableMapping[str, str], user: Callable[[], str] = getpass.getuser
+) -> str:
+    """The operator's identity among its peers, in ``POD_ID`` (kopf's own source for it).
+
+    The chart and deploy/ set ``POD_ID`` to the Pod's name. Without it kopf asks the passwd
+    database for the user's name, and the image's numeric user has no entry there: kopf then
+    fails at start (``docker run`` of the image, a Pod without ``POD_ID``). The numeric uid
+    stands in for a user the database does not know.
+    """
+    if not environ.get("POD_ID"):
+        try:
+            name = user()
+        except (KeyError, OSError):
+            name = f"uid{os.getuid()}"
+        environ["POD_ID"] = f"{name}@{socket.gethostname()}/{os.getpid()}"
+    return environ["POD_ID"]
 
 
 def configure_logging(settings: Settings) -> None:
