@@ -11,6 +11,7 @@ from typing import Any
 
 from zomro_backup_operator import metrics
 from zomro_backup_operator.claims import Claims
+from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.instance_slot import Slots
 from zomro_backup_operator.kube import Kube
 from zomro_backup_operator.secret_store import CredentialStore
@@ -102,6 +103,7 @@ class Runtime:
     kube: Kube
     credentials: CredentialStore
     clients: ClientPool
+    clock: Clock = field(default_factory=Clock)
     slots: Slots = field(default_factory=Slots)
     claims: Claims = field(default_factory=Claims)
     ready: metrics.ReadyTracker = field(default_factory=metrics.ReadyTracker)
@@ -119,7 +121,9 @@ class Runtime:
                 kube.read_secret_data, default=settings.default_credentials
             ),
             clients=ClientPool(settings),
+            clock=Clock(settings.clock_offset_file),
         )
+        runtime.clock.now()  # a malformed offset file fails the start, naming the setting
         runtime.credentials.on_replaced = runtime.retire
         return runtime
 

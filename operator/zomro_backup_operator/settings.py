@@ -8,6 +8,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from zomro_backup_operator.zomro.client import DEFAULT_BASE_URL
@@ -41,6 +42,8 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     metrics_port: int = 9090
+    clock_offset_file: Path | None = None
+    """For tests and demos: a file holding seconds by which the operator's clock is moved."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +71,7 @@ class Settings:
                 env, "ZOMRO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
             metrics_port=int(_number(env, "ZOMRO_METRICS_PORT", 9090, minimum=0, integer=True)),
+            clock_offset_file=_path(env, "ZOMRO_CLOCK_OFFSET_FILE"),
         )
 
 
@@ -100,6 +104,11 @@ def _is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = _raw(env, name)
+    return None if value is None else Path(value)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -286,6 +286,7 @@ def operator(
             "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
             "ZOMRO_TIMEOUT_SECONDS": "5",
             "ZOMRO_CREATE_SETTLE_SECONDS": str(SETTLE_SECONDS),
+            "ZOMRO_CLOCK_OFFSET_FILE": str(tmp_path / "clock-offset"),
         },
         tmp_path,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import os
 import re
 import signal
@@ -270,6 +271,14 @@ class OperatorProcess:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def set_clock(self, at: dt.datetime) -> None:
+        """Move this operator's clock (its ``ZOMRO_CLOCK_OFFSET_FILE``) so that it reads ``at``."""
+        path = Path(self.env["ZOMRO_CLOCK_OFFSET_FILE"])
+        offset = (at - dt.datetime.now(dt.UTC)).total_seconds()
+        written = path.with_name(path.name + ".new")
+        written.write_text(f"{offset:.6f}\n")
+        written.replace(path)  # the operator never reads half a number
 
     def logs(self) -> str:
         return "\n".join(
