@@ -7,10 +7,12 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
+from zomro_backup_operator.time_zones import DEFAULT_PROVIDER_ZONE, UnknownTimeZoneError, parse_zone
 from zomro_backup_operator.zomro.client import DEFAULT_BASE_URL
 
 _SECRET_REF_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
@@ -42,6 +44,10 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     metrics_port: int = 9090
+    provider_zone: ZoneInfo = field(
+        default_factory=lambda: parse_zone(DEFAULT_PROVIDER_ZONE, "ZOMRO_PROVIDER_TIMEZONE")
+    )
+    """The clock Zomro's schedule times and backup times are in (docs/time-zones.md)."""
     clock_offset_file: Path | None = None
     """For tests and demos: a file holding seconds by which the operator's clock is moved."""
 
@@ -71,6 +77,7 @@ class Settings:
                 env, "ZOMRO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
             metrics_port=int(_number(env, "ZOMRO_METRICS_PORT", 9090, minimum=0, integer=True)),
+            provider_zone=_zone(env, "ZOMRO_PROVIDER_TIMEZONE", DEFAULT_PROVIDER_ZONE),
             clock_offset_file=_path(env, "ZOMRO_CLOCK_OFFSET_FILE"),
         )
 
@@ -104,6 +111,13 @@ def _is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _zone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:
+    try:
+        return parse_zone(_raw(env, name) or default, name)
+    except UnknownTimeZoneError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

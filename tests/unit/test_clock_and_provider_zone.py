@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zomro_backup_operator.clock import OFFSET_POLL_SECONDS, Clock, ClockError
-from zomro_backup_operator.settings import Settings
+from zomro_backup_operator.settings import Settings, SettingsError
 
 NOON = dt.datetime(2026, 3, 29, 12, 0, tzinfo=dt.UTC)
 
@@ -84,3 +84,12 @@ async def test_without_an_offset_file_a_sleeper_sleeps_the_whole_way() -> None:
 
     await fixed_wall().sleep_until(NOON + dt.timedelta(minutes=5), nap)
     assert naps == [300.0]
+
+
+def test_the_provider_zone_defaults_to_kyiv_and_an_unknown_one_names_the_setting() -> None:
+    assert Settings.from_env({}).provider_zone.key == "Europe/Kyiv"
+    assert Settings.from_env({"ZOMRO_PROVIDER_TIMEZONE": "Etc/GMT-3"}).provider_zone.key == (
+        "Etc/GMT-3"
+    )
+    with pytest.raises(SettingsError, match="ZOMRO_PROVIDER_TIMEZONE: unknown time zone"):
+        Settings.from_env({"ZOMRO_PROVIDER_TIMEZONE": "Mars/Olympus"})
