@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -524,3 +525,19 @@ async def test_the_control_client_reads_backups_protects_them_and_changes_settin
     assert listed_backup["created"] == "2026-11-30 12:00:00"
     assert settings["same_minute_runs"] == "each"
     assert backup.protected
+
+
+async def test_a_restart_keeps_failed_runs_and_todays_manual_count(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    clock = ManualClock(start=MONDAY_NOON.timestamp())
+    async with serve(clock=clock, state_file=state_file) as sb:
+        sb.set_faults(backup_runs="fail")
+        schedule(sb, [1], "12:01")
+        sb.state.add_backup(INSTANCE, "manual")
+        sb.state.remove_backups(list(sb.state.backups))
+        clock.advance(60 + DURATION)  # the base clock: a restarted sandbox starts from it
+        sb.advance_clock(0)
+    async with serve(clock=clock, state_file=state_file) as sb:
+        [backup] = sb.state.backups.values()
+        assert backup.status(sb.state.now()) == "error"
+        assert sb.state.manual_counts(INSTANCE) == (1, 0)

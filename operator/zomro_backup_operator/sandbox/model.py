@@ -450,22 +450,23 @@ class SandboxState:
         return made
 
     def _new_runs(self, since: float, now: float, fate: RunFate) -> list[PendingRun]:
-        """The runs whose time falls in ``(since, now]``, as the faults decide them."""
+        """The runs whose time falls in ``(since, now]``, as the faults decide them (asked in
+        time order, so that a counted fault takes the earliest runs)."""
+        schedules_at: dict[tuple[float, int], int] = {}
+        for schedule in self.schedules.values():
+            for instant in run_times(schedule.days, schedule.time, self.zone, since, now):
+                key = (instant, int(schedule.instance_id))
+                schedules_at[key] = schedules_at.get(key, 0) + 1
         found: list[PendingRun] = []
-        for instance in sorted(self.instances.values(), key=lambda i: int(i.id)):
-            times: dict[float, int] = {}
-            for schedule in self.schedules_of(instance.id):
-                for instant in run_times(schedule.days, schedule.time, self.zone, since, now):
-                    times[instant] = times.get(instant, 0) + 1
-            for instant in sorted(times):
-                backups = 1 if self.same_minute_runs == "one" else times[instant]
-                for _ in range(backups):
-                    decided = fate(instance.id)
-                    mode, delay = decided if decided is not None else ("", 0.0)
-                    if mode == "skip":
-                        continue
-                    due = instant + delay if mode == "late" else instant
-                    found.append(PendingRun(due, instance.id, instant, failed=mode == "fail"))
+        for (instant, instance_number), count in sorted(schedules_at.items()):
+            instance_id = str(instance_number)
+            for _ in range(1 if self.same_minute_runs == "one" else count):
+                decided = fate(instance_id)
+                mode, delay = decided if decided is not None else ("", 0.0)
+                if mode == "skip":
+                    continue
+                due = instant + delay if mode == "late" else instant
+                found.append(PendingRun(due, instance_id, instant, failed=mode == "fail"))
         return found
 
     def _scheduled_backup(self, run: PendingRun) -> Backup:
