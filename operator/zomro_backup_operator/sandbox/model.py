@@ -436,7 +436,10 @@ class SandboxState:
         if now <= since:
             self.evaluated_until = now
             return 0
-        runs = [*self.pending_runs, *self._new_runs(since, now, fate)]
+        runs = list(self.pending_runs)
+        # Runs are at whole minutes (zone offsets are whole minutes): none unless one was crossed.
+        if now // 60 > since // 60:
+            runs += self._new_runs(since, now, fate)
         runs.sort(key=lambda run: (run.due, int(run.instance_id)))
         self.pending_runs = [run for run in runs if run.due > now]
         made = 0
