@@ -385,9 +385,13 @@ class SandboxState:
         protected: bool = False,
     ) -> Backup:
         backup = self._make_backup(
-            instance_id, name, backup_type=backup_type, at=self.now(), duration=duration
+            instance_id,
+            name,
+            backup_type=backup_type,
+            at=self.now(),
+            duration=duration,
+            protected=protected,
         )
-        backup.protected = protected
         self.save()
         return backup
 
@@ -399,6 +403,7 @@ class SandboxState:
         backup_type: str,
         at: float,
         duration: float,
+        protected: bool = False,
         failed: bool = False,
     ) -> Backup:
         ident = self.next_backup_id
@@ -411,7 +416,7 @@ class SandboxState:
             created_at=at,
             ready_at=at + duration,
             image_size=f"{1 + (ident % 7) * 0.37:.2f}",
-            protected=False,
+            protected=protected,
             fleio_id=f"{ident:08x}-0000-4000-8000-{int(instance_id):012x}",
             failed=failed,
         )
