@@ -73,12 +73,12 @@ async def connect(
     stack: contextlib.AsyncExitStack,
 ) -> Remote:
     """Zomro for this resource; its client stays open until ``stack`` closes."""
-    ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
-    credentials = await rt.credentials.get(ref, allow_last_known=deleting)
-    client = await stack.enter_async_context(rt.clients.lease(credentials))
+    client, slot = await stack.enter_async_context(
+        rt.zomro(desired.namespace, desired.secret_name, desired.instance_id, deleting=deleting)
+    )
     return Remote(
         zomro=client,
-        slot=rt.slots.get(credentials.fingerprint, desired.instance_id),
+        slot=slot,
         claims=rt.claims,
         indexed=res.claims_index,
         max_age=max_age,
