@@ -68,13 +68,11 @@ async def take_backup(rt: Runtime, res: KindCall, retry: int) -> None:
             namespace=res.namespace, name=res.name, generation=res.generation, spec=res.spec
         )
         observed = BackupObserved.from_status(res.status)
-        async with rt.zomro(
-            res.namespace, request.secret_name, request.instance_id, deleting=False
-        ) as (client, slot):
-            async with slot.lock:  # one decision per instance at a time: no image taken twice
-                progress = await manual_backup.take(
-                    request, observed, _context(rt, res, request, client), _recorder(rt, res)
-                )
+        zomro = rt.zomro(res.namespace, request.secret_name, request.instance_id, deleting=False)
+        async with zomro as (client, slot), slot.lock:  # one decision per instance at a time
+            progress = await manual_backup.take(
+                request, observed, _context(rt, res, request, client), _recorder(rt, res)
+            )
     except Exception as exc:
         phase = "InProgress" if isinstance(exc, CreatePendingError) else None
         if isinstance(exc, InvalidSpecError):
@@ -86,7 +84,7 @@ async def take_backup(rt: Runtime, res: KindCall, retry: int) -> None:
 
 
 async def remove_backup(rt: Runtime, res: KindCall, retry: int) -> None:
-    """delete: with Delete, delete the image and raise until Zomro confirms; with Retain, leave it."""
+    """delete: with Delete, delete the image, raising until Zomro confirms; Retain leaves it."""
     if res.uid in rt.deleted:
         return
     try:

@@ -270,7 +270,10 @@ def progress_of(row: Backup | None, request: BackupRequest, zone: ZoneInfo) -> P
     if row.usable:
         size = f", {row.size_gb:g} GB" if row.size_gb is not None else ""
         return Progress(
-            "Completed", "Completed", f"Zomro backup {row.id} {row.name!r} {where} is usable{size}", row
+            "Completed",
+            "Completed",
+            f"Zomro backup {row.id} {row.name!r} {where} is usable{size}",
+            row,
         )
     if row.status in FAILED_STATUSES:
         return Progress(
@@ -385,9 +388,13 @@ async def remove(
     which backup id."""
     backup_id = observed.backup_id
     if request.deletion_policy == "Retain":
-        return (Removal.RETAINED, backup_id) if backup_id or observed.pending else (
-            Removal.NOTHING,
-            None,
+        return (
+            (Removal.RETAINED, backup_id)
+            if backup_id or observed.pending
+            else (
+                Removal.NOTHING,
+                None,
+            )
         )
     if backup_id is None and observed.pending is not None:
         pending = observed.pending
