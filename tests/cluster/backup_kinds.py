@@ -1,5 +1,5 @@
-"""Shortcuts for the Backup and BackupRetention kinds in the cluster tests, and the fixture that
-lets the operator finalize what a test left of them (tests/cluster/harness.py has BackupSchedule's)."""
+"""Shortcuts for the Backup and BackupRetention kinds in the cluster tests, and the fixtures that
+let the operator finalize what a test left of them (harness.py has BackupSchedule's)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class Kind:
             raise
 
     def names(self) -> list[str]:
-        listing = self.cluster.custom.list_namespaced_custom_object(
+        listing: dict[str, Any] = self.cluster.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.cluster.namespace, self.plural
         )
         return [item["metadata"]["name"] for item in listing["items"]]
@@ -106,9 +106,7 @@ class Kind:
 
 
 @pytest.fixture
-def backups(
-    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
-) -> Iterator[Kind]:
+def backups(cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess) -> Iterator[Kind]:
     kind = Kind(cluster, "Backup", "backups")
     yield kind
     _finalize(kind, operator, sandbox)

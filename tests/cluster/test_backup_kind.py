@@ -107,7 +107,9 @@ def test_a_protected_image_holds_the_deletion_with_a_clear_reason_until_unprotec
     backups: Kind,  # noqa: F811
     sandbox: SandboxProcess,
 ) -> None:
-    backups.create("guarded", {"instanceId": INSTANCE, "name": "guarded", "deletionPolicy": "Delete"})
+    backups.create(
+        "guarded", {"instanceId": INSTANCE, "name": "guarded", "deletionPolicy": "Delete"}
+    )
     backup_id = backups.wait("guarded", "Completed", completed)["backupId"]
     sandbox.control.set_backup_protected(backup_id)
 
