@@ -50,8 +50,11 @@ class Kind:
             raise
 
     def names(self) -> list[str]:
-        listing: dict[str, Any] = self.cluster.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.cluster.namespace, self.plural
+        listing = cast(
+            dict[str, Any],
+            self.cluster.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.cluster.namespace, self.plural
+            ),
         )
         return [item["metadata"]["name"] for item in listing["items"]]
 
