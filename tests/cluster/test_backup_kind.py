@@ -171,3 +171,28 @@ def test_the_readme_back_up_now_one_liner_backs_up_the_schedules_instance(
     assert body["spec"]["instanceId"] == INSTANCE
     assert body["spec"]["credentialsSecretRef"] == {"name": "zomro"}
     backups.wait(name, "Completed", completed)
+
+
+def test_kubectl_explains_both_kinds_and_lists_them_with_their_columns_and_category(
+    backups: Kind,  # noqa: F811
+    kubectl: Any,
+) -> None:
+    ns = ["-n", backups.cluster.namespace]
+    assert "1-100 characters" in " ".join(kubectl("explain", "backup.spec.name").stdout.split())
+    assert "Retain (the" in " ".join(
+        kubectl("explain", "backup.spec.deletionPolicy").stdout.split()
+    )
+    explained = " ".join(kubectl("explain", "backupretention.spec.keep").stdout.split())
+    assert "1-10" in explained
+    assert "leaves Zomro's setting" in " ".join(
+        kubectl("explain", "backupretention").stdout.split()
+    )
+    backups.create("listed", {"instanceId": INSTANCE, "name": "listed"})
+    backups.wait("listed", "Completed", completed)
+
+    header, row = kubectl("get", "zbk", *ns).stdout.splitlines()
+    assert header.split()[:6] == ["NAME", "INSTANCE", "BACKUP", "NAME", "PHASE", "BACKUP"]
+    assert row.split()[:2] == ["listed", INSTANCE]
+    assert "Completed" in row.split()
+    assert "backup.zomro.com/listed" in kubectl("get", "zomro", "-o", "name", *ns).stdout
+    kubectl("get", "zbr", *ns)  # the short name is known
