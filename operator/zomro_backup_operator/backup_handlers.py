@@ -8,8 +8,9 @@ from typing import Any
 import kopf
 
 from zomro_backup_operator import backup_handling, manual_backup, retention, runtime
-from zomro_backup_operator.backup_handling import KindCall, backup_claim
+from zomro_backup_operator.backup_handling import backup_claim
 from zomro_backup_operator.claims import ClaimKey
+from zomro_backup_operator.handling import ResourceCall
 from zomro_backup_operator.resources import GROUP, VERSION
 from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.zomro.models import is_object_id
@@ -67,9 +68,9 @@ def register_backup_kinds(registry: kopf.OperatorRegistry, config: Settings) -> 
         await backup_handling.release_retention(runtime.of(memo), _call(kwargs, "retention_claims"))
 
 
-def _call(kwargs: dict[str, Any], index: str) -> KindCall:
+def _call(kwargs: dict[str, Any], index: str) -> ResourceCall:
     meta = kwargs["meta"]
-    return KindCall(
+    return ResourceCall(
         body=kwargs["body"],
         uid=kwargs["uid"],
         namespace=kwargs["namespace"],

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import kopf
 
 from zomro_backup_operator import events, manual_backup, metrics, retention
-from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.failures import Failure, classify
+from zomro_backup_operator.handling import ResourceCall
 from zomro_backup_operator.manual_backup import (
     BackupObserved,
     BackupRequest,
@@ -34,25 +33,6 @@ from zomro_backup_operator.time_zones import format_rfc3339
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class KindCall:
-    """One handler call's view of a Backup or a BackupRetention."""
-
-    body: kopf.Body
-    uid: str
-    namespace: str
-    name: str
-    generation: int
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-    patch: kopf.Patch
-    claims_index: Mapping[ClaimKey, Iterable[str]]
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
 def backup_claim(backup_id: str) -> str:
     """The second half of the claim key of a Backup's image (never a schedule id: not digits)."""
     return f"backup:{backup_id}"
@@ -61,7 +41,7 @@ def backup_claim(backup_id: str) -> str:
 # --- Backup ---------------------------------------------------------------------------------
 
 
-async def take_backup(rt: Runtime, res: KindCall, retry: int) -> None:
+async def take_backup(rt: Runtime, res: ResourceCall, retry: int) -> None:
     """create/resume: one step towards the backup; raise (to be called again) until it is final."""
     try:
         request = BackupRequest.from_resource(
@@ -83,7 +63,7 @@ async def take_backup(rt: Runtime, res: KindCall, retry: int) -> None:
         raise kopf.TemporaryError(f"{progress.reason}: {progress.message}", delay=progress.retry_in)
 
 
-async def remove_backup(rt: Runtime, res: KindCall, retry: int) -> None:
+async def remove_backup(rt: Runtime, res: ResourceCall, retry: int) -> None:
     """delete: with Delete, delete the image, raising until Zomro confirms; Retain leaves it."""
     if res.uid in rt.deleted:
         return
@@ -121,7 +101,7 @@ async def remove_backup(rt: Runtime, res: KindCall, retry: int) -> None:
         )
 
 
-def _context(rt: Runtime, res: KindCall, request: BackupRequest, client: Any) -> Context:
+def _context(rt: Runtime, res: ResourceCall, request: BackupRequest, client: Any) -> Context:
     def free(backup_id: str) -> bool:
         claim = backup_claim(backup_id)
         return rt.claims.owner(request.instance_id, claim, res.claims_index, res.key) is None
@@ -136,7 +116,7 @@ def _context(rt: Runtime, res: KindCall, request: BackupRequest, client: Any) ->
     )
 
 
-def _recorder(rt: Runtime, res: KindCall) -> manual_backup.RecordPending:
+def _recorder(rt: Runtime, res: ResourceCall) -> manual_backup.RecordPending:
     async def record(pending: PendingBackup | None) -> None:
         if pending is None:  # the request was refused: the handler's own patch clears it
             res.patch.status["pendingCreate"] = None
@@ -164,7 +144,9 @@ def _recorder(rt: Runtime, res: KindCall) -> manual_backup.RecordPending:
     return record
 
 
-def _write_progress(rt: Runtime, res: KindCall, request: BackupRequest, progress: Progress) -> None:
+def _write_progress(
+    rt: Runtime, res: ResourceCall, request: BackupRequest, progress: Progress
+) -> None:
     before = _phase_reason(res.status)
     if progress.backup is not None and res.status.get("backupId") != progress.backup.id:
         rt.claims.claim(request.instance_id, backup_claim(progress.backup.id), res.key)
@@ -189,7 +171,7 @@ def _phase_reason(status: Mapping[str, Any]) -> str | None:
 # --- BackupRetention ------------------------------------------------------------------------
 
 
-async def ensure_retention(rt: Runtime, res: KindCall, retry: int | None) -> None:
+async def ensure_retention(rt: Runtime, res: ResourceCall, retry: int | None) -> None:
     """create/update/resume, and the drift timer (``retry`` None): hold Zomro's rotation at
     spec.keep. The timer reports failures in status and leaves retries to the next period."""
     drift = retry is None
@@ -232,7 +214,7 @@ async def ensure_retention(rt: Runtime, res: KindCall, retry: int | None) -> Non
     res.patch.status.update(patch)
 
 
-async def release_retention(rt: Runtime, res: KindCall) -> None:
+async def release_retention(rt: Runtime, res: ResourceCall) -> None:
     """delete: Zomro's setting stays as it is; the instance's claim is given up."""
     instance_id = str(res.status.get("instanceId") or "")
     if not instance_id:
@@ -255,7 +237,7 @@ def _now(rt: Runtime) -> str:
 
 
 def _report_failure(
-    rt: Runtime, res: KindCall, failure: Failure, *, plural: str, phase: str | None = None
+    rt: Runtime, res: ResourceCall, failure: Failure, *, plural: str, phase: str | None = None
 ) -> None:
     patch: dict[str, Any] = ready_changes(
         res.status, Readiness(False, failure.reason, failure.message), res.generation, _now(rt)
@@ -272,7 +254,7 @@ def _report_failure(
 
 def _fail(
     rt: Runtime,
-    res: KindCall,
+    res: ResourceCall,
     exc: Exception,
     retry: int,
     *,

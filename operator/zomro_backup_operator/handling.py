@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class HandlerCall:
-    """One handler call's view of a BackupSchedule."""
+class ResourceCall:
+    """One handler call's view of a resource, of any of the operator's kinds."""
 
     body: kopf.Body
     uid: str
@@ -41,13 +41,20 @@ class HandlerCall:
     generation: int
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
-    annotations: Mapping[str, str]
     patch: kopf.Patch
     claims_index: Mapping[ClaimKey, Iterable[str]]
+    """The kind's own claims index (kopf passes every index to every handler)."""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class HandlerCall(ResourceCall):
+    """One handler call's view of a BackupSchedule."""
+
+    annotations: Mapping[str, str]
 
     def desired(self, *, deleting: bool = False) -> Desired:
         return Desired.from_resource(

@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, NoReturn, Protocol
 from zoneinfo import ZoneInfo
 
 from zomro_backup_operator.reconcile import CreatePendingError
-from zomro_backup_operator.resources import InvalidSpecError, InvalidStatusError
+from zomro_backup_operator.resources import InvalidSpecError, InvalidStatusError, secret_name
 from zomro_backup_operator.resources import _object_id as object_id
 from zomro_backup_operator.status import Readiness, ready_changes
 from zomro_backup_operator.time_zones import format_rfc3339 as rfc3339
@@ -94,7 +94,6 @@ class BackupRequest:
                 raise InvalidSpecError(
                     f"spec.deletionPolicy must be Retain or Delete, got {other!r}"
                 )
-        secret = spec.get("credentialsSecretRef") or {}
         return cls(
             namespace=namespace,
             name=name,
@@ -102,7 +101,7 @@ class BackupRequest:
             instance_id=instance_id,
             backup_name=backup_name,
             deletion_policy=policy,
-            secret_name=(secret.get("name") or None) if isinstance(secret, Mapping) else None,
+            secret_name=secret_name(spec),
         )
 
 
@@ -388,14 +387,7 @@ async def remove(
     which backup id."""
     backup_id = observed.backup_id
     if request.deletion_policy == "Retain":
-        return (
-            (Removal.RETAINED, backup_id)
-            if backup_id or observed.pending
-            else (
-                Removal.NOTHING,
-                None,
-            )
-        )
+        return (Removal.RETAINED, backup_id) if backup_id else (Removal.NOTHING, None)
     if backup_id is None and observed.pending is not None:
         pending = observed.pending
         listing = await ctx.zomro.list_backups(request.instance_id)

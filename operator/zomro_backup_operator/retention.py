@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from zomro_backup_operator.reconcile import ConflictError
-from zomro_backup_operator.resources import InvalidSpecError
+from zomro_backup_operator.resources import InvalidSpecError, secret_name
 from zomro_backup_operator.resources import _object_id as object_id
 from zomro_backup_operator.zomro.models import BackupListing, validate_backup_rotation
 
@@ -57,14 +57,13 @@ class RetentionRequest:
             validate_backup_rotation(keep)
         except ValueError as exc:
             raise InvalidSpecError(f"spec.keep: {exc}") from None
-        secret = spec.get("credentialsSecretRef") or {}
         return cls(
             namespace=namespace,
             name=name,
             generation=generation,
             instance_id=instance_id,
             keep=keep,
-            secret_name=(secret.get("name") or None) if isinstance(secret, Mapping) else None,
+            secret_name=secret_name(spec),
         )
 
 
