@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -177,6 +178,17 @@ async def test_a_run_just_after_midnight_is_made_on_the_new_provider_day(
     sb.advance_clock(120)
     [row] = await listed(http, sb)
     assert created(row) == kyiv(1, 0, 1, month=12)
+
+
+async def test_a_run_is_made_once_when_the_clock_reaches_its_very_second(
+    sb: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    schedule(sb, [1], "12:05")
+    sb.advance_clock(299)
+    assert await listed(http, sb) == []
+    for _ in range(3):
+        sb.advance_clock(1)  # 12:05:00 exactly, then within the same minute
+        assert [created(row) for row in await listed(http, sb)] == [kyiv(30, 12, 5)]
 
 
 async def test_a_week_ahead_makes_each_run_in_order_with_its_own_time(
@@ -524,3 +536,19 @@ async def test_the_control_client_reads_backups_protects_them_and_changes_settin
     assert listed_backup["created"] == "2026-11-30 12:00:00"
     assert settings["same_minute_runs"] == "each"
     assert backup.protected
+
+
+async def test_a_restart_keeps_failed_runs_and_todays_manual_count(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    clock = ManualClock(start=MONDAY_NOON.timestamp())
+    async with serve(clock=clock, state_file=state_file) as sb:
+        sb.set_faults(backup_runs="fail")
+        schedule(sb, [1], "12:01")
+        sb.state.add_backup(INSTANCE, "manual")
+        sb.state.remove_backups(list(sb.state.backups))
+        clock.advance(60 + DURATION)  # the base clock: a restarted sandbox starts from it
+        sb.advance_clock(0)
+    async with serve(clock=clock, state_file=state_file) as sb:
+        [backup] = sb.state.backups.values()
+        assert backup.status(sb.state.now()) == "error"
+        assert sb.state.manual_counts(INSTANCE) == (1, 0)

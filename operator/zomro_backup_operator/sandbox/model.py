@@ -385,9 +385,13 @@ class SandboxState:
         protected: bool = False,
     ) -> Backup:
         backup = self._make_backup(
-            instance_id, name, backup_type=backup_type, at=self.now(), duration=duration
+            instance_id,
+            name,
+            backup_type=backup_type,
+            at=self.now(),
+            duration=duration,
+            protected=protected,
         )
-        backup.protected = protected
         self.save()
         return backup
 
@@ -399,6 +403,7 @@ class SandboxState:
         backup_type: str,
         at: float,
         duration: float,
+        protected: bool = False,
         failed: bool = False,
     ) -> Backup:
         ident = self.next_backup_id
@@ -411,7 +416,7 @@ class SandboxState:
             created_at=at,
             ready_at=at + duration,
             image_size=f"{1 + (ident % 7) * 0.37:.2f}",
-            protected=False,
+            protected=protected,
             fleio_id=f"{ident:08x}-0000-4000-8000-{int(instance_id):012x}",
             failed=failed,
         )
@@ -436,7 +441,10 @@ class SandboxState:
         if now <= since:
             self.evaluated_until = now
             return 0
-        runs = [*self.pending_runs, *self._new_runs(since, now, fate)]
+        runs = list(self.pending_runs)
+        # Runs are at whole minutes (zone offsets are whole minutes): none unless one was crossed.
+        if now // 60 > since // 60:
+            runs += self._new_runs(since, now, fate)
         runs.sort(key=lambda run: (run.due, int(run.instance_id)))
         self.pending_runs = [run for run in runs if run.due > now]
         made = 0
@@ -450,22 +458,23 @@ class SandboxState:
         return made
 
     def _new_runs(self, since: float, now: float, fate: RunFate) -> list[PendingRun]:
-        """The runs whose time falls in ``(since, now]``, as the faults decide them."""
+        """The runs whose time falls in ``(since, now]``, as the faults decide them (asked in
+        time order, so that a counted fault takes the earliest runs)."""
+        schedules_at: dict[tuple[float, int], int] = {}
+        for schedule in self.schedules.values():
+            for instant in run_times(schedule.days, schedule.time, self.zone, since, now):
+                key = (instant, int(schedule.instance_id))
+                schedules_at[key] = schedules_at.get(key, 0) + 1
         found: list[PendingRun] = []
-        for instance in sorted(self.instances.values(), key=lambda i: int(i.id)):
-            times: dict[float, int] = {}
-            for schedule in self.schedules_of(instance.id):
-                for instant in run_times(schedule.days, schedule.time, self.zone, since, now):
-                    times[instant] = times.get(instant, 0) + 1
-            for instant in sorted(times):
-                backups = 1 if self.same_minute_runs == "one" else times[instant]
-                for _ in range(backups):
-                    decided = fate(instance.id)
-                    mode, delay = decided if decided is not None else ("", 0.0)
-                    if mode == "skip":
-                        continue
-                    due = instant + delay if mode == "late" else instant
-                    found.append(PendingRun(due, instance.id, instant, failed=mode == "fail"))
+        for (instant, instance_number), count in sorted(schedules_at.items()):
+            instance_id = str(instance_number)
+            for _ in range(1 if self.same_minute_runs == "one" else count):
+                decided = fate(instance_id)
+                mode, delay = decided if decided is not None else ("", 0.0)
+                if mode == "skip":
+                    continue
+                due = instant + delay if mode == "late" else instant
+                found.append(PendingRun(due, instance_id, instant, failed=mode == "fail"))
         return found
 
     def _scheduled_backup(self, run: PendingRun) -> Backup:
