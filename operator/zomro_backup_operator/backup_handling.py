@@ -216,15 +216,20 @@ async def ensure_retention(rt: Runtime, res: ResourceCall, retry: int | None) ->
 
 async def release_retention(rt: Runtime, res: ResourceCall) -> None:
     """delete: Zomro's setting stays as it is; the instance's claim is given up."""
-    instance_id = str(res.status.get("instanceId") or "")
-    if not instance_id:
-        return  # never held the instance's retention (in Conflict, or never reconciled)
-    rt.claims.release(instance_id, retention.ROTATION_CLAIM, res.key)
+    held = str(res.status.get("instanceId") or "")
+    if not held:
+        # In Conflict, or never reconciled; but an attempt that failed after claiming the instance
+        # left a claim this process alone knows of: drop that one (and nobody else's).
+        instance_id = str(res.spec.get("instanceId") or "")
+        if rt.claims.owner(instance_id, retention.ROTATION_CLAIM, {}) == res.key:
+            rt.claims.release(instance_id, retention.ROTATION_CLAIM, res.key)
+        return
+    rt.claims.release(held, retention.ROTATION_CLAIM, res.key)
     kopf.event(
         res.body,
         type="Normal",
         reason="LeftAsIs",
-        message=f"Left Zomro's backup_rotation of instance {instance_id} as it is "
+        message=f"Left Zomro's backup_rotation of instance {held} as it is "
         f"({res.status.get('rotation')}); {retention.LEFT_AS_IS}",
     )
 

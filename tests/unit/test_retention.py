@@ -4,10 +4,14 @@ resource per instance (retention.py with the shared claims)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
+import kopf
 import pytest
 
+from zomro_backup_operator.backup_handling import release_retention
 from zomro_backup_operator.claims import Claims
+from zomro_backup_operator.handling import ResourceCall
 from zomro_backup_operator.reconcile import ConflictError
 from zomro_backup_operator.resources import InvalidSpecError
 from zomro_backup_operator.retention import (
@@ -16,6 +20,8 @@ from zomro_backup_operator.retention import (
     check_claim,
     ensure_rotation,
 )
+from zomro_backup_operator.runtime import Runtime
+from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.zomro.models import BackupListing
 
 INSTANCE = "5203773"
@@ -83,3 +89,38 @@ def test_keep_outside_zomros_range_is_named(keep: object) -> None:
         RetentionRequest.from_resource(
             namespace="ns", name="r", generation=1, spec={"instanceId": INSTANCE, "keep": keep}
         )
+
+
+def runtime() -> Runtime:
+    unused = cast(Any, None)  # releasing a claim needs neither the cluster nor Zomro
+    return Runtime(Settings(), kube=unused, credentials=unused, clients=unused)
+
+
+def call(name: str, status: dict[str, Any]) -> ResourceCall:
+    return ResourceCall(
+        body=kopf.Body({"metadata": {"namespace": "ns", "name": name}}),
+        uid=f"uid-{name}",
+        namespace="ns",
+        name=name,
+        generation=1,
+        spec={"instanceId": INSTANCE, "keep": 9},
+        status=status,
+        patch=kopf.Patch(),
+        claims_index={},
+    )
+
+
+async def test_deleting_a_retention_in_conflict_leaves_the_holders_claim() -> None:
+    rt = runtime()
+    await release_retention(rt, call("second", {}))  # in Conflict: it never held the instance
+
+    indexed = {(INSTANCE, ROTATION_CLAIM): ["ns/first"]}
+    assert rt.claims.owner(INSTANCE, ROTATION_CLAIM, indexed, "ns/third") == "ns/first"
+
+
+async def test_deleting_a_retention_whose_attempts_all_failed_frees_the_instance() -> None:
+    rt = runtime()
+    rt.claims.claim(INSTANCE, ROTATION_CLAIM, "ns/first")  # claimed, then Zomro refused
+    await release_retention(rt, call("first", {}))
+
+    assert rt.claims.owner(INSTANCE, ROTATION_CLAIM, {}, "ns/second") is None
