@@ -80,13 +80,8 @@ async def remove_backup(rt: Runtime, res: ResourceCall, retry: int) -> None:
             )
     except Exception as exc:
         failure = classify(exc)
-        if failure.reason != "Protected":
-            failure = Failure(
-                failure.reason,
-                f"deletion waits until Zomro confirms it: {failure.message}",
-                retry_after=failure.retry_after,
-                backoff=failure.backoff,
-            )
+        if failure.reason != "Protected":  # its own message says what the deletion waits for
+            failure = failure.holding_deletion()
         _fail(rt, res, exc, retry, failure=failure)
     rt.deleted.add(res.uid)
     if backup_id is not None:

@@ -7,7 +7,7 @@ resource never spins in a hot loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import kopf
 
@@ -43,6 +43,12 @@ class Failure:
         first, cap = self.backoff
         jittered = backoff_delay(retry, first, cap, low=first, random=random)
         return max(self.retry_after or 0.0, jittered)
+
+    def holding_deletion(self) -> Failure:
+        """The same failure, said of a deletion that waits until Zomro confirms it."""
+        return replace(
+            self, message=f"deletion waits until Zomro confirms it: {self.message}", permanent=False
+        )
 
     def to_kopf(self, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
         if self.permanent:

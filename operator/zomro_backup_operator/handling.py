@@ -155,14 +155,7 @@ async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
                 lambda: connect(rt, res, desired, deleting=True, max_age=0.0, stack=stack),
             )
     except Exception as exc:
-        failure = classify(exc)
-        waiting = Failure(
-            failure.reason,
-            f"deletion waits until Zomro confirms it: {failure.message}",
-            retry_after=failure.retry_after,
-            backoff=failure.backoff,
-        )
-        _fail(rt, res, exc, retry, failure=waiting)
+        _fail(rt, res, exc, retry, failure=classify(exc).holding_deletion())
     rt.deleted.add(res.uid)
     rt.ready.drop(res.key)
     metrics.RECONCILES.labels(result="orphaned" if removal is Removal.ORPHANED else "deleted").inc()
