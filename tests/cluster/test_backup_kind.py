@@ -68,6 +68,9 @@ def test_sigkill_while_the_backup_is_asked_for_leaves_exactly_one_image(
     status = backups.wait("crash", "Completed", completed, timeout=90)
 
     assert [image["id"] for image in manual_images(sandbox)] == [status["backupId"]]
+    # The request the killed process sent was applied; the restarted one found its image in the
+    # listing instead of asking again.
+    assert creates_sent(sandbox) == 1
 
 
 def test_the_daily_limit_waits_with_its_reason_and_the_backup_follows_when_the_day_turns(
