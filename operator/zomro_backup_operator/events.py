@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from zomro_backup_operator.manual_backup import Progress, Removal
 from zomro_backup_operator.reconcile import Action, Outcome
+from zomro_backup_operator.retention import RotationOutcome
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec
 
 
@@ -45,3 +47,35 @@ def for_outcome(outcome: Outcome, instance_id: str, *, drift: bool) -> tuple[str
     if outcome.action is Action.ADOPTED:
         return "Adopted", f"Adopted existing {where}{change}"
     return "Updated", f"Changed {where}{change}"
+
+
+def for_backup_progress(before: str | None, progress: Progress) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Event for a Backup's step, or None when its phase and
+    reason did not change (a backup followed every few seconds posts one Event per change)."""
+    if before == f"{progress.phase}/{progress.reason}":
+        return None
+    if progress.reason in ("DailyLimit", "BackupFailed", "BackupGone"):
+        return "Warning", progress.reason, progress.message
+    return "Normal", progress.reason, progress.message
+
+
+def for_backup_removal(removal: Removal, backup_id: str | None, instance_id: str) -> str:
+    return {
+        Removal.DELETED: f"Deleted Zomro backup {backup_id} of instance {instance_id}",
+        Removal.RETAINED: (
+            f"Left Zomro backup {backup_id} of instance {instance_id} in place "
+            "(deletionPolicy Retain)"
+        ),
+        Removal.NOTHING: f"No Zomro backup of instance {instance_id} to delete",
+    }[removal]
+
+
+def for_rotation(outcome: RotationOutcome, instance_id: str, *, drift: bool) -> tuple[str, str]:
+    """(reason, message) of the Event for a rotation that had to change."""
+    was = "unset" if outcome.previous is None else str(outcome.previous)
+    if drift:
+        return "DriftCorrected", (
+            f"Zomro's backup_rotation of instance {instance_id} was changed outside the "
+            f"operator to {was}; restored to {outcome.keep}"
+        )
+    return "Updated", f"Set backup_rotation of instance {instance_id} from {was} to {outcome.keep}"

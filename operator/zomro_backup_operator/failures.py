@@ -7,7 +7,7 @@ resource never spins in a hot loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import kopf
 
@@ -25,6 +25,10 @@ CREATING_BACKOFF = (2.0, 30.0)
 NEEDS_PERSON_BACKOFF = (30.0, 900.0)
 """(first, cap) seconds for failures a person must fix: credentials, unknown instance, conflict."""
 
+PROTECTED_BACKOFF = (10.0, 300.0)
+"""(first, cap) seconds between deletions of a protected backup: a person unprotects it in the
+panel, and the deletion should follow soon after."""
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -39,6 +43,12 @@ class Failure:
         first, cap = self.backoff
         jittered = backoff_delay(retry, first, cap, low=first, random=random)
         return max(self.retry_after or 0.0, jittered)
+
+    def holding_deletion(self) -> Failure:
+        """The same failure, said of a deletion that waits until Zomro confirms it."""
+        return replace(
+            self, message=f"deletion waits until Zomro confirms it: {self.message}", permanent=False
+        )
 
     def to_kopf(self, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
         if self.permanent:
@@ -75,6 +85,19 @@ def classify(exc: BaseException) -> Failure:
         return Failure(
             "InstanceNotFound",
             f"the instance is unknown to Zomro or not owned by this account: {exc.message}",
+            backoff=NEEDS_PERSON_BACKOFF,
+        )
+    if isinstance(exc, z.BackupProtectedError):
+        return Failure(
+            "Protected",
+            f"the backup image is protected at Zomro; the deletion waits until it is "
+            f"unprotected (in Zomro's panel): {exc.message}",
+            backoff=PROTECTED_BACKOFF,
+        )
+    if isinstance(exc, z.BackupLimitError):
+        return Failure(
+            "BackupLimit",
+            f"Zomro refuses more manual backups of the instance; delete some: {exc.message}",
             backoff=NEEDS_PERSON_BACKOFF,
         )
     if isinstance(exc, z.ZomroError):

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from zomro_backup_operator import handling, runtime
+from zomro_backup_operator.backup_handlers import register_backup_kinds
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
@@ -76,6 +77,8 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
             _resource({**kwargs, "meta": meta}),
             deleting=bool(meta.get("deletionTimestamp")),
         )
+
+    register_backup_kinds(registry, config)
 
 
 def _resource(kwargs: dict[str, Any]) -> HandlerCall:

@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class HandlerCall:
-    """One handler call's view of a BackupSchedule."""
+class ResourceCall:
+    """One handler call's view of a resource, of any of the operator's kinds."""
 
     body: kopf.Body
     uid: str
@@ -41,13 +41,20 @@ class HandlerCall:
     generation: int
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
-    annotations: Mapping[str, str]
     patch: kopf.Patch
     claims_index: Mapping[ClaimKey, Iterable[str]]
+    """The kind's own claims index (kopf passes every index to every handler)."""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class HandlerCall(ResourceCall):
+    """One handler call's view of a BackupSchedule."""
+
+    annotations: Mapping[str, str]
 
     def desired(self, *, deleting: bool = False) -> Desired:
         return Desired.from_resource(
@@ -73,12 +80,12 @@ async def connect(
     stack: contextlib.AsyncExitStack,
 ) -> Remote:
     """Zomro for this resource; its client stays open until ``stack`` closes."""
-    ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
-    credentials = await rt.credentials.get(ref, allow_last_known=deleting)
-    client = await stack.enter_async_context(rt.clients.lease(credentials))
+    client, slot = await stack.enter_async_context(
+        rt.zomro(desired.namespace, desired.secret_name, desired.instance_id, deleting=deleting)
+    )
     return Remote(
         zomro=client,
-        slot=rt.slots.get(credentials.fingerprint, desired.instance_id),
+        slot=slot,
         claims=rt.claims,
         indexed=res.claims_index,
         max_age=max_age,
@@ -148,14 +155,7 @@ async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
                 lambda: connect(rt, res, desired, deleting=True, max_age=0.0, stack=stack),
             )
     except Exception as exc:
-        failure = classify(exc)
-        waiting = Failure(
-            failure.reason,
-            f"deletion waits until Zomro confirms it: {failure.message}",
-            retry_after=failure.retry_after,
-            backoff=failure.backoff,
-        )
-        _fail(rt, res, exc, retry, failure=waiting)
+        _fail(rt, res, exc, retry, failure=classify(exc).holding_deletion())
     rt.deleted.add(res.uid)
     rt.ready.drop(res.key)
     metrics.RECONCILES.labels(result="orphaned" if removal is Removal.ORPHANED else "deleted").inc()

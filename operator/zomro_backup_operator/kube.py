@@ -30,9 +30,11 @@ class Kube:
             raise
         return {str(key): str(value) for key, value in (secret.data or {}).items()}
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = PLURAL
+    ) -> None:
         self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
+            GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
         )
 
 

@@ -29,6 +29,17 @@ DRIFT_CORRECTIONS = Counter(
     ["kind"],
 )
 
+BACKUPS = Counter(
+    "zomro_operator_backups",
+    "Backup resources by outcome (completed, failed, daily_limit: waiting for Zomro's next day; "
+    "on deletion: deleted, retained, nothing).",
+    ["result"],
+)
+ROTATION_CORRECTIONS = Counter(
+    "zomro_operator_rotation_corrections",
+    "Zomro backup rotations (BackupRetention) restored after a change behind the operator's back.",
+)
+
 
 def observe_request(func: str, outcome: str, seconds: float) -> None:
     ZOMRO_REQUESTS.labels(func=func, outcome=outcome).inc()

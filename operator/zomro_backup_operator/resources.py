@@ -45,6 +45,12 @@ def _object_id(value: object, *, field: str, error: type[ValueError]) -> str:
     return text
 
 
+def secret_name(spec: Mapping[str, Any]) -> str | None:
+    """``spec.credentialsSecretRef.name``; None when the resource names no Secret of its own."""
+    secret = spec.get("credentialsSecretRef") or {}
+    return (secret.get("name") or None) if isinstance(secret, Mapping) else None
+
+
 @dataclass(frozen=True)
 class Desired:
     """What one BackupSchedule asks for."""
@@ -108,7 +114,6 @@ class Desired:
             adopt_id = _object_id(
                 adopt_id, field=f"annotation {ADOPT_ANNOTATION}", error=InvalidSpecError
             )
-        secret = spec.get("credentialsSecretRef") or {}
         return cls(
             namespace=namespace,
             name=name,
@@ -117,7 +122,7 @@ class Desired:
             schedule=schedule,
             deletion_policy=policy,
             adopt_id=adopt_id,
-            secret_name=(secret.get("name") or None) if isinstance(secret, Mapping) else None,
+            secret_name=secret_name(spec),
         )
 
 

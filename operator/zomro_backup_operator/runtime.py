@@ -12,7 +12,7 @@ from typing import Any
 from zomro_backup_operator import metrics
 from zomro_backup_operator.claims import Claims
 from zomro_backup_operator.clock import Clock
-from zomro_backup_operator.instance_slot import Slots
+from zomro_backup_operator.instance_slot import InstanceSlot, Slots
 from zomro_backup_operator.kube import Kube
 from zomro_backup_operator.secret_store import CredentialStore
 from zomro_backup_operator.settings import Settings
@@ -126,6 +126,18 @@ class Runtime:
         runtime.clock.now()  # a malformed offset file fails the start, naming the setting
         runtime.credentials.on_replaced = runtime.retire
         return runtime
+
+    @contextlib.asynccontextmanager
+    async def zomro(
+        self, namespace: str, secret_name: str | None, instance_id: str, *, deleting: bool
+    ) -> AsyncIterator[tuple[ZomroClient, InstanceSlot]]:
+        """The client for a resource's credentials (leased until the block ends) and the slot of
+        its instance under them. ``deleting``: a Secret since removed still yields the credentials
+        last read from it, so that a deletion can finish."""
+        ref = self.credentials.ref_for(namespace, secret_name)
+        credentials = await self.credentials.get(ref, allow_last_known=deleting)
+        async with self.clients.lease(credentials) as client:
+            yield client, self.slots.get(credentials.fingerprint, instance_id)
 
     async def retire(self, replaced: Credentials) -> None:
         """A Secret now holds other credentials: unless another Secret still holds the old ones,

@@ -63,6 +63,26 @@ def find_ready(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def ready_changes(
+    current: Mapping[str, Any], readiness: Readiness, generation: int, now: str
+) -> dict[str, Any]:
+    """``{"conditions": [...]}`` when the Ready condition must change to say ``readiness``, else
+    empty: the part of a status patch that every kind of resource shares."""
+    previous = find_ready(current)
+    condition = ready_condition(readiness, generation, previous, now)
+    if previous is not None and all(
+        previous.get(key) == condition[key]
+        for key in ("status", "reason", "message", "observedGeneration")
+    ):
+        return {}
+    others = [
+        c
+        for c in current.get("conditions") or []
+        if isinstance(c, Mapping) and c.get("type") != READY
+    ]
+    return {"conditions": [*others, condition]}
+
+
 def changes(
     current: Mapping[str, Any],
     readiness: Readiness,
@@ -85,19 +105,7 @@ def changes(
     if clear_pending and current.get("pendingCreate") is not None:
         wanted["pendingCreate"] = None
     patch = {key: value for key, value in wanted.items() if current.get(key) != value}
-
-    previous = find_ready(current)
-    condition = ready_condition(readiness, generation, previous, now)
-    if previous is None or any(
-        previous.get(key) != condition[key]
-        for key in ("status", "reason", "message", "observedGeneration")
-    ):
-        others = [
-            c
-            for c in current.get("conditions") or []
-            if isinstance(c, Mapping) and c.get("type") != READY
-        ]
-        patch["conditions"] = [*others, condition]
+    patch.update(ready_changes(current, readiness, generation, now))
     if patch and schedule is not None and readiness.ready:
         patch["lastSyncTime"] = now
     return patch

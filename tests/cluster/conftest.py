@@ -260,8 +260,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess
 
 @pytest.fixture(scope="session")
 def crd(kubectl: Any) -> None:
-    kubectl("apply", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/backupschedules.zomro.com")
+    # Every CRD of crds/, so that the operator's handlers of each kind have their resource.
+    kubectl("apply", "-f", str(CRD.parent))
+    names = [f"crd/{path.name.removesuffix('.yaml')}" for path in sorted(CRD.parent.glob("*.yaml"))]
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
 @pytest.fixture

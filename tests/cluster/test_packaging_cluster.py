@@ -17,7 +17,15 @@ from harness import temporary_namespace
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
 DEPLOY = REPO / "deploy"
-CRD_FILE = REPO / "crds" / "backupschedules.zomro.com.yaml"
+CRD_FILES = sorted((REPO / "crds").glob("*.yaml"))
+"""The single source of every CRD."""
+
+
+def _crds_by_name() -> dict[str, dict[str, Any]]:
+    docs = (yaml.safe_load(path.read_text()) for path in CRD_FILES)
+    return {doc["metadata"]["name"]: doc for doc in docs}
+
+
 SERVICE_MONITOR_CRD = """
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -188,9 +196,9 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         for doc in docs:
             by_kind.setdefault(doc["kind"], []).append(doc)
 
-        # The CRD shipped in the chart is crds/ itself.
-        (crd,) = by_kind["CustomResourceDefinition"]
-        assert crd == yaml.safe_load(CRD_FILE.read_text())
+        # The CRDs shipped in the chart are crds/ itself.
+        shipped = {crd["metadata"]["name"]: crd for crd in by_kind["CustomResourceDefinition"]}
+        assert shipped == _crds_by_name()
         # A Role per watched namespace, the credentials Role outside them, a small ClusterRole
         # (and no tenant roles: aggregateToTenantRoles is off).
         roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind["Role"]}
@@ -339,15 +347,18 @@ def test_kustomize_base_is_accepted_by_the_api_server_and_its_pod_is_restricted(
         "ClusterRole/zomro-backup-operator-edit",
         "ClusterRole/zomro-backup-operator-view",
         "ClusterRoleBinding/zomro-backup-operator",
+        "CustomResourceDefinition/backupretentions.zomro.com",
+        "CustomResourceDefinition/backups.zomro.com",
         "CustomResourceDefinition/backupschedules.zomro.com",
         "Deployment/zomro-backup-operator",
         "Namespace/zomro-system",
         "Service/zomro-backup-operator-metrics",
         "ServiceAccount/zomro-backup-operator",
     ]
-    (crd,) = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
-    source = yaml.safe_load(CRD_FILE.read_text())
-    assert crd["spec"] == source["spec"]
+    crds = {
+        d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "CustomResourceDefinition"
+    }
+    assert crds == {name: crd["spec"] for name, crd in _crds_by_name().items()}
     accepted = _server_dry_run(kubectl, rendered)
     assert len(accepted) == len(docs)
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -380,7 +391,7 @@ def test_helm_install_prints_the_notes_and_uninstall_removes_the_release(
         assert f"names no Secret of its own, in namespaces {namespace}," in " ".join(notes.split())
         assert f"{release}-zomro-backup-operator-metrics.{namespace}.svc:9090/metrics" in notes
         kubectl("get", "-n", namespace, f"deployment/{release}-zomro-backup-operator")
-        kubectl("get", "crd", "backupschedules.zomro.com")
+        kubectl("get", "crd", *_crds_by_name())
     finally:
         helm("uninstall", release, "-n", namespace)
     gone = kubectl("get", "clusterrole", f"{release}-zomro-backup-operator", check=False)

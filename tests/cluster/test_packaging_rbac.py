@@ -33,11 +33,26 @@ from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
-CRD_FILE = REPO / "crds" / "backupschedules.zomro.com.yaml"
+CRDS = REPO / "crds"
+KINDS = ("backupschedules.zomro.com", "backups.zomro.com", "backupretentions.zomro.com")
+"""Every kind the operator reconciles (crds/)."""
 HEALTH_LUA = REPO / "argocd/resource_customizations/zomro.com/BackupSchedule/health.lua"
 DEFAULT_SECRET = "zomro-default"
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+OTHER_KINDS = f"""
+apiVersion: zomro.com/v1alpha1
+kind: Backup
+metadata: {{name: pkg-backup}}
+spec: {{instanceId: "{INSTANCE}", name: pkg backup, deletionPolicy: Delete,
+        credentialsSecretRef: {{name: zomro}}}}
+---
+apiVersion: zomro.com/v1alpha1
+kind: BackupRetention
+metadata: {{name: pkg-retention}}
+spec: {{instanceId: "{INSTANCE}", keep: 6, credentialsSecretRef: {{name: zomro}}}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +69,11 @@ def home_namespace(k8s_api: Any) -> Iterator[str]:
     """The release namespace: ServiceAccount and default credentials, not watched itself."""
     with temporary_namespace(k8s_api, "home") as name:
         yield name
+
+
+def _apply_crds(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{k}" for k in KINDS))
 
 
 def _install_identity(
@@ -177,8 +197,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     helm_bin = Path(control_plane.bin_dir) / "helm"
     if not helm_bin.exists():
         pytest.fail(f"helm is not built: {helm_bin} is missing (hack/control-plane build)")
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/backupschedules.zomro.com")
+    _apply_crds(kubectl)
     sandbox.control.reset()
     cluster = Cluster(k8s_api, namespace)
     cluster.apply_secret("zomro", username=USERNAME, password=PASSWORD)
@@ -285,6 +304,35 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
         ready_gauge = _value(samples, "zomro_operator_schedules", ready="true")
         assert ready_gauge == 2 if watched else ready_gauge >= 2
 
+        # The other kinds, as the same identity: a Backup taken and deleted with its image, and
+        # a retention set and left in place.
+        kubectl("apply", "-n", namespace, "-f", "-", input=OTHER_KINDS)
+
+        def field(kind: str, name: str, path: str) -> str:
+            got = kubectl("get", "-n", namespace, kind, name, "-o", f"jsonpath={path}")
+            return got.stdout
+
+        wait_for(
+            "the Backup Completed",
+            lambda: field("backup", "pkg-backup", "{.status.phase}") == "Completed",
+            timeout=90,
+        )
+        wait_for(
+            "the BackupRetention Ready",
+            lambda: (
+                field(
+                    "backupretention",
+                    "pkg-retention",
+                    '{.status.conditions[?(@.type=="Ready")].status}',
+                )
+                == "True"
+            ),
+            timeout=90,
+        )
+        assert sandbox.control.state()["instances"][INSTANCE]["backup_rotation"] == 6
+        kubectl("delete", "-n", namespace, "backup/pkg-backup", "backupretention/pkg-retention")
+        assert not [b for b in sandbox.control.backups(INSTANCE) if b["backup_type"] == "manual"]
+
         # Delete.
         kubectl("delete", "-n", namespace, "backupschedule", "own", "defaulted", "--wait=false")
         cluster.wait_gone("own", timeout=90)
@@ -343,14 +391,15 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
         "roles.rbac.authorization.k8s.io",
     ):
         assert not can("get", resource, *ns), f"get {resource}"
-    assert not can("create", "backupschedules.zomro.com", *ns)
-    assert not can("delete", "backupschedules.zomro.com", *ns)
-    assert can("patch", "backupschedules.zomro.com", *ns)
-    assert can("patch", "backupschedules.zomro.com", "--subresource=status", *ns)
+    for kind in KINDS:
+        assert not can("create", kind, *ns), f"create {kind}"
+        assert not can("delete", kind, *ns), f"delete {kind}"
+        assert can("patch", kind, *ns), f"patch {kind}"
+        assert can("patch", kind, "--subresource=status", *ns), f"patch {kind}/status"
+        # Verbs kopf never uses are not granted, yet the lifecycle above ran.
+        assert not can("update", kind, *ns), f"update {kind}"
+        assert not can("update", kind, "--subresource=status", *ns), f"update {kind}/status"
     assert can("create", "events", *ns)
-    # Verbs kopf never uses are not granted, yet the lifecycle above ran.
-    assert not can("update", "backupschedules.zomro.com", *ns)
-    assert not can("update", "backupschedules.zomro.com", "--subresource=status", *ns)
     assert not can("patch", "events", *ns)
     assert not can("create", "events.events.k8s.io", *ns)
     assert not can("delete", "customresourcedefinitions.apiextensions.k8s.io")
@@ -359,7 +408,8 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     assert can("get", f"secret/{DEFAULT_SECRET}", *home)
     if watched:
         assert not can("get", "secret/other", *home)
-        assert not can("get", "backupschedules.zomro.com", *home)
+        for kind in KINDS:
+            assert not can("get", kind, *home), f"get {kind} outside the watched namespaces"
         assert can("list", "namespaces")
     else:
         assert not can("list", "namespaces")
@@ -368,12 +418,13 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
 
 
 @pytest.mark.parametrize("source", ["chart", "deploy"])
-def test_namespace_users_may_write_backupschedules_but_never_their_status(
+def test_namespace_users_may_write_every_kind_but_never_its_status(
     source: str, helm: Kubectl, kubectl: Kubectl, namespace: str
 ) -> None:
-    """The built-in edit, admin and view roles gain BackupSchedules through aggregation, but not
-    backupschedules/status, whose scheduleId names the Zomro schedule the operator acts on."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    """The built-in edit, admin and view roles gain BackupSchedules, Backups and BackupRetentions
+    through aggregation, but never their status, whose scheduleId / backupId names the Zomro
+    schedule or image the operator acts on."""
+    _apply_crds(kubectl)
     if source == "chart":
         release = f"zbo-{uuid.uuid4().hex[:6]}"
         roles = helm(
@@ -418,16 +469,17 @@ def test_namespace_users_may_write_backupschedules_but_never_their_status(
             ),
             timeout=60,
         )
-        for user in (editor, admin):
-            for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
-                assert can(user, verb, bs), f"{user} {verb}"
-            for verb in ("get", "update", "patch"):
-                assert not can(user, verb, bs, "--subresource=status"), f"{user} {verb} status"
-        for verb in ("get", "list", "watch"):
-            assert can(viewer, verb, bs), verb
-        for verb in ("create", "update", "patch", "delete"):
-            assert not can(viewer, verb, bs), verb
-        assert not can(viewer, "patch", bs, "--subresource=status")
+        for kind in KINDS:
+            for user in (editor, admin):
+                for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+                    assert can(user, verb, kind), f"{user} {verb} {kind}"
+                for verb in ("get", "update", "patch"):
+                    assert not can(user, verb, kind, "--subresource=status"), f"{user} {verb}"
+            for verb in ("get", "list", "watch"):
+                assert can(viewer, verb, kind), f"{verb} {kind}"
+            for verb in ("create", "update", "patch", "delete"):
+                assert not can(viewer, verb, kind), f"{verb} {kind}"
+            assert not can(viewer, "patch", kind, "--subresource=status")
     finally:
         kubectl("delete", "-f", "-", "--wait=false", input=bindings, check=False)
         kubectl("delete", "-f", "-", "--wait=false", input=roles, check=False)

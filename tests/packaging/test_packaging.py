@@ -200,6 +200,10 @@ def test_sync_crds_check_names_a_stale_copy_and_sync_repairs_it(tmp_path: Path) 
 # ---- kustomize base ----------------------------------------------------------------------------
 
 
+OPERATED = ("backupschedules", "backups", "backupretentions")
+"""The kinds the operator reconciles (crds/), each with its status subresource."""
+
+
 def _deploy_objects() -> dict[str, dict[str, Any]]:
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     objects = {}
@@ -229,8 +233,8 @@ def test_deploy_rbac_has_no_wildcards_and_secrets_get_only() -> None:
     kinds = {res for rule in role["rules"] for res in rule["resources"]}
     assert kinds == {
         "customresourcedefinitions",
-        "backupschedules",
-        "backupschedules/status",
+        *OPERATED,
+        *(f"{kind}/status" for kind in OPERATED),
         "events",
         "secrets",
     }
@@ -245,13 +249,14 @@ def test_deploy_rbac_grants_no_verb_kopf_never_uses() -> None:
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    assert verbs[("zomro.com", "backupschedules")] == {"get", "list", "watch", "patch"}
-    assert verbs[("zomro.com", "backupschedules/status")] == {"get", "patch"}
+    for kind in OPERATED:
+        assert verbs[("zomro.com", kind)] == {"get", "list", "watch", "patch"}
+        assert verbs[("zomro.com", f"{kind}/status")] == {"get", "patch"}
     assert verbs[("", "events")] == {"create"}
     assert not [key for key in verbs if key[0] == "events.k8s.io"]
 
 
-def test_deploy_tenant_roles_aggregate_backupschedules_but_never_their_status() -> None:
+def test_deploy_tenant_roles_aggregate_every_kind_but_never_its_status() -> None:
     objects = _deploy_objects()
     view = objects["ClusterRole/zomro-backup-operator-view"]
     edit = objects["ClusterRole/zomro-backup-operator-edit"]
@@ -260,7 +265,7 @@ def test_deploy_tenant_roles_aggregate_backupschedules_but_never_their_status() 
         assert edit["metadata"]["labels"][f"rbac.authorization.k8s.io/{label}"] == "true"
     for role in (view, edit):
         resources = {res for rule in role["rules"] for res in rule["resources"]}
-        assert resources == {"backupschedules"}
+        assert resources == set(OPERATED)
     assert {verb for rule in view["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
     assert {"create", "update", "patch", "delete"} <= {
         verb for rule in edit["rules"] for verb in rule["verbs"]

@@ -87,10 +87,10 @@ extras; nothing at all when both are empty. */}}
 {{/* Rules the operator needs in each namespace it watches (cluster-wide when it watches all). */}}
 {{- define "zbo.namespacedRules" -}}
 - apiGroups: [zomro.com]
-  resources: [backupschedules]
+  resources: [backupschedules, backups, backupretentions]
   verbs: [get, list, watch, patch]
 - apiGroups: [zomro.com]
-  resources: [backupschedules/status]
+  resources: [backupschedules/status, backups/status, backupretentions/status]
   verbs: [get, patch]
 - apiGroups: [""]
   resources: [events]
