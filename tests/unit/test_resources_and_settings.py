@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import PROVIDER_ZONE, READ_AT
 
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import (
@@ -31,7 +32,13 @@ def read(
     spec: Mapping[str, object], annotations: dict[str, str] | None = None, name: str = "nightly"
 ) -> Desired:
     return Desired.from_resource(
-        namespace="team", name=name, generation=3, spec=spec, annotations=annotations or {}
+        namespace="team",
+        name=name,
+        generation=3,
+        spec=spec,
+        annotations=annotations or {},
+        at=READ_AT,
+        provider_zone=PROVIDER_ZONE,
     )
 
 
@@ -208,6 +215,8 @@ def test_the_adoption_annotation_is_ignored_on_deletion() -> None:
         generation=3,
         spec=SPEC,
         annotations={"zomro.com/schedule-id": "not-an-id" * 1000},
+        at=READ_AT,
+        provider_zone=PROVIDER_ZONE,
         deleting=True,
     )
     assert desired.adopt_id is None
