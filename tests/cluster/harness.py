@@ -131,11 +131,14 @@ class Cluster:
         secret: str | None = "zomro",
         policy: str | None = None,
         annotations: dict[str, str] | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
+        """Create a BackupSchedule; ``extra`` are further spec fields (timeZone, suspend)."""
         spec: dict[str, Any] = {
             "instanceId": instance,
             "days": days or ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"],
             "time": time,
+            **extra,
         }
         if schedule_name is not None:
             spec["scheduleName"] = schedule_name
