@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -224,6 +225,22 @@ class Cluster:
 
     def event_reasons(self, name: str) -> list[str]:
         return [e.reason for e in self.events() if e.involved_object.name == name]
+
+
+def apply_spec(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    namespace: str,
+    spec: dict[str, Any],
+    name: str = "bad",
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl apply`` a BackupSchedule with this spec, as a user would; never raises."""
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BackupSchedule",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    return kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False)
 
 
 class OperatorProcess:
