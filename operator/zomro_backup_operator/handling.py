@@ -169,8 +169,10 @@ async def keep_in_step(
         await resync(rt, res, deleting=deleting)
         patch = dict(res.patch.get("status") or {})
         if patch:
-            await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
-            res.status = {**res.status, **patch}
+            try:
+                await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
+            except Exception:  # the next pass computes the same changes and writes them then
+                logger.warning("Writing the status of %s failed", res.key, exc_info=True)
 
 
 async def sleep_until_next_pass(

@@ -476,3 +476,27 @@ def test_the_transition_the_daemon_waits_for_is_the_one_the_conversion_gives(
     )
     assert handling._changes_at(world.rt, world.resource(spec=ZONED)) == held.changes_at
     assert handling._changes_at(world.rt, world.resource()) is None
+
+
+async def test_the_drift_loop_moves_the_schedule_at_the_transition_and_writes_its_status(
+    world: World,
+) -> None:
+    world.now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    res = world.resource(spec=ZONED)
+    await handling.ensure(world.rt, res, retry=0)
+    status = _status_after(res)
+    change = handling._changes_at(world.rt, world.resource(status, spec=ZONED))
+    assert change is not None
+    world.now = change - dt.timedelta(seconds=10)
+    world.kube.status_writes.clear()
+    # Stops 50 s after the transition: long before a drift period (150-300 s) could end.
+    sleeper = Sleeper(world, stop_after=60.0)
+
+    await handling.keep_in_step(
+        world.rt, lambda: (world.resource(status, spec=ZONED), False), sleeper.wait
+    )
+
+    [write] = world.kube.status_writes
+    assert write["providerTime"] == "02:00"
+    assert world.zomro.calls.count("update_schedule") == 1
+    assert [reason for _, reason, _ in world.events][-1] == "ScheduleShifted"
