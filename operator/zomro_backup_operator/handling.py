@@ -332,7 +332,7 @@ async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: 
             else f"creating {where}",
         )
         patch = {
-            **changes(res.status, creating, desired.generation),
+            **changes(res.status, creating, desired.generation, now=_now(rt)),
             "pendingCreate": pending.to_status(iso),
         }
         await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
