@@ -290,15 +290,21 @@ async def test_an_unknown_time_zone_is_invalid_spec_and_zomro_is_never_asked(
     assert world.zomro.calls == []
 
 
-async def test_the_drift_check_after_a_transition_moves_the_schedule_with_an_event(
-    world: World,
-) -> None:
+async def _synced_before_a_transition(world: World) -> tuple[dict[str, Any], dt.datetime]:
+    """ZONED created on 1 March 2026: its status, and when its conversion changes next."""
     world.now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     res = world.resource(spec=ZONED)
     await handling.ensure(world.rt, res, retry=0)
     status = _status_after(res)
     change = handling._changes_at(world.rt, world.resource(status, spec=ZONED))
     assert change is not None
+    return status, change
+
+
+async def test_the_drift_check_after_a_transition_moves_the_schedule_with_an_event(
+    world: World,
+) -> None:
+    status, change = await _synced_before_a_transition(world)
 
     world.now = change - dt.timedelta(minutes=1)
     before = world.resource(status, spec=ZONED)
@@ -481,12 +487,7 @@ def test_the_transition_the_daemon_waits_for_is_the_one_the_conversion_gives(
 async def test_the_drift_loop_moves_the_schedule_at_the_transition_and_writes_its_status(
     world: World,
 ) -> None:
-    world.now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-    res = world.resource(spec=ZONED)
-    await handling.ensure(world.rt, res, retry=0)
-    status = _status_after(res)
-    change = handling._changes_at(world.rt, world.resource(status, spec=ZONED))
-    assert change is not None
+    status, change = await _synced_before_a_transition(world)
     world.now = change - dt.timedelta(seconds=10)
     world.kube.status_writes.clear()
     # Stops 50 s after the transition: long before a drift period (150-300 s) could end.
