@@ -16,7 +16,7 @@ from zomro_backup_operator.zomro.models import is_object_id
 
 
 def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
-    """Register every handler; the drift timer's period and the runtime come from ``config``."""
+    """Register every handler; the drift check's period and the runtime come from ``config``."""
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry, id="start")
