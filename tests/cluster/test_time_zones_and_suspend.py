@@ -176,6 +176,25 @@ def test_a_sigkill_while_resuming_leaves_exactly_one_schedule(
     assert status["scheduleId"] == str(row["id"])
 
 
+def test_a_suspension_whose_delete_zomro_applied_before_a_sigkill_completes_after_restart(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    control = sandbox.control
+    cluster.create("nightly")
+    schedule_id = cluster.wait_ready("nightly")["status"]["scheduleId"]
+    operator.kill()
+    # The state a SIGKILL leaves between Zomro deleting the schedule and the status write: the
+    # spec says suspend, status still names the schedule, Zomro no longer holds it.
+    cluster.patch_spec("nightly", suspend=True)
+    control.remove_schedule(schedule_id)
+
+    operator.start()
+
+    cluster.wait_reason("nightly", "Suspended")
+    assert "scheduleId" not in status_of(cluster, "nightly")
+    assert held(control) == []
+
+
 def test_a_suspended_resource_is_deleted_even_while_zomro_fails(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
