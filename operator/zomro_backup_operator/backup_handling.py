@@ -81,7 +81,7 @@ async def remove_backup(rt: Runtime, res: ResourceCall, retry: int) -> None:
     except Exception as exc:
         failure = classify(exc)
         if failure.reason != "Protected":  # its own message says what the deletion waits for
-            failure = failure.holding_deletion()
+            failure = failure.holding()
         _fail(rt, res, exc, retry, failure=failure)
     rt.deleted.add(res.uid)
     if backup_id is not None:

@@ -27,13 +27,22 @@ def _days_of(spec: ScheduleSpec) -> str:
     return ",".join(day.title[:3] for day in sorted(spec.days))
 
 
-def for_outcome(outcome: Outcome, instance_id: str, *, drift: bool) -> tuple[str, str] | None:
-    """(reason, message) of the Event to post, or None when nothing happened."""
+def for_outcome(
+    outcome: Outcome, instance_id: str, *, drift: bool, shifted: str | None = None
+) -> tuple[str, str] | None:
+    """(reason, message) of the Event to post, or None when nothing happened. ``shifted``: the
+    update followed a daylight-saving transition between spec.timeZone (its value) and Zomro's
+    clock."""
     schedule = outcome.schedule
     where = f"Zomro schedule {schedule.id} {schedule.name!r} on instance {instance_id}"
     change = f" ({describe_change(outcome.previous, schedule.spec)})" if outcome.previous else ""
     if outcome.action is Action.SYNCED:
         return None
+    if shifted is not None and outcome.action is Action.UPDATED:
+        return "ScheduleShifted", (
+            f"{where} moved on Zomro's clock so that it keeps running at the same {shifted} "
+            f"time: the offset between the two clocks changed (daylight saving){change}"
+        )
     if drift and outcome.action is Action.UPDATED:
         return "DriftCorrected", f"{where} was changed outside the operator; restored{change}"
     if outcome.action is Action.RECREATED:

@@ -44,10 +44,11 @@ class Failure:
         jittered = backoff_delay(retry, first, cap, low=first, random=random)
         return max(self.retry_after or 0.0, jittered)
 
-    def holding_deletion(self) -> Failure:
-        """The same failure, said of a deletion that waits until Zomro confirms it."""
+    def holding(self, what: str = "deletion") -> Failure:
+        """The same failure, said of a removal (deletion, suspension) that waits until Zomro
+        confirms it: never permanent, it holds until then."""
         return replace(
-            self, message=f"deletion waits until Zomro confirms it: {self.message}", permanent=False
+            self, message=f"{what} waits until Zomro confirms it: {self.message}", permanent=False
         )
 
     def to_kopf(self, retry: int) -> kopf.TemporaryError | kopf.PermanentError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import kopf
@@ -18,7 +17,7 @@ from zomro_backup_operator.zomro.models import is_object_id
 
 
 def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
-    """Register every handler; the drift timer's period and the runtime come from ``config``."""
+    """Register every handler; the drift check's period and the runtime come from ``config``."""
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry, id="start")
@@ -28,7 +27,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         settings.persistence.progress_storage = kopf.StatusProgressStorage()
         settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
         settings.posting.level = logging.INFO
-        # A resync timer still running when its resource is deleted (waiting for the instance's
+        # A resync daemon still running when its resource is deleted (waiting for the instance's
         # lock or the rate limit) keeps the finalizer until kopf looks again: by default after
         # 60 s, which held a fifth of a mass deletion for a minute (hack/bench).
         settings.background.cancellation_polling = 2.0
@@ -64,19 +63,16 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
         await handling.remove(runtime.of(memo), _resource(kwargs), retry)
 
-    @kopf.timer(
-        *resource,
-        registry=registry,
-        id="resync",
-        interval=config.resync_seconds,
-        initial_delay=lambda **_: config.resync_seconds * random.uniform(0.5, 1.0),
-    )
-    async def resync(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
-        await handling.resync(
-            runtime.of(memo),
-            _resource({**kwargs, "meta": meta}),
-            deleting=bool(meta.get("deletionTimestamp")),
-        )
+    @kopf.daemon(*resource, registry=registry, id="resync")
+    async def resync(
+        memo: kopf.Memo, meta: kopf.Meta, stopped: kopf.DaemonStopped, **kwargs: Any
+    ) -> None:
+        # kopf's body, spec, status and meta are live views: each pass reads them anew.
+        def snapshot() -> tuple[HandlerCall, bool]:
+            call = _resource({**kwargs, "meta": meta, "patch": kopf.Patch()})
+            return call, bool(meta.get("deletionTimestamp"))
+
+        await handling.keep_in_step(runtime.of(memo), snapshot, stopped.wait)
 
     register_backup_kinds(registry, config)
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
@@ -14,6 +17,7 @@ import kopf
 
 from zomro_backup_operator import events, metrics, reconcile
 from zomro_backup_operator.claims import ClaimKey
+from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.failures import Failure, classify
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
@@ -24,7 +28,8 @@ from zomro_backup_operator.resources import (
     Observed,
 )
 from zomro_backup_operator.runtime import Runtime
-from zomro_backup_operator.status import Readiness, changes, iso, synced
+from zomro_backup_operator.status import SUSPENDED, Readiness, changes, iso, synced
+from zomro_backup_operator.time_zones import format_rfc3339
 from zomro_backup_operator.zomro.errors import NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -56,13 +61,15 @@ class HandlerCall(ResourceCall):
 
     annotations: Mapping[str, str]
 
-    def desired(self, *, deleting: bool = False) -> Desired:
+    def desired(self, rt: Runtime, *, deleting: bool = False) -> Desired:
         return Desired.from_resource(
             namespace=self.namespace,
             name=self.name,
             generation=self.generation,
             spec=self.spec,
             annotations=self.annotations,
+            at=rt.clock.now(),
+            provider_zone=rt.settings.provider_zone,
             deleting=deleting,
         )
 
@@ -96,11 +103,21 @@ async def connect(
 async def ensure(rt: Runtime, res: HandlerCall, retry: int) -> None:
     """create/update/resume: bring Zomro to the spec, or say in status why not (and retry)."""
     try:
-        desired = res.desired()
+        desired = res.desired(rt)
+        observed = res.observed()
+    except Exception as exc:
+        _fail(rt, res, exc, retry)
+    if desired.suspend:
+        try:
+            await _suspend(rt, res, desired)
+        except Exception as exc:
+            _fail(rt, res, exc, retry, failure=classify(exc).holding("suspension"))
+        return
+    try:
         outcome = await _ensure(rt, res, desired, max_age=rt.settings.resync_seconds)
     except Exception as exc:
         _fail(rt, res, exc, retry)
-    _succeed(rt, res, desired, outcome, drift=False)
+    _succeed(rt, res, desired, outcome, drift=False, shifted=_shifted(desired, observed, outcome))
 
 
 async def resync(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
@@ -112,24 +129,137 @@ async def resync(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
         return
     if (
         deleting
-        or observed.schedule_id is None
         or observed.observed_generation != res.generation
         or observed.ready_reason == "InvalidSpec"
     ):
         return
     try:
-        desired = res.desired()
+        desired = res.desired(rt)
+        if desired.suspend:  # only make sure that nothing of ours is at Zomro
+            try:
+                await _suspend(rt, res, desired)
+            except Exception as exc:
+                _report_failure(rt, res, classify(exc).holding("suspension"))
+            return
+        if observed.schedule_id is None:
+            return
         outcome = await _ensure(rt, res, desired, max_age=rt.settings.resync_seconds * 0.9)
-    except Exception as exc:  # the timer reports; the next period retries
+    except Exception as exc:  # the drift check reports; the next period retries
         failure = classify(exc)
         _report_failure(rt, res, failure)
         if failure.reason == "Error":
             logger.exception("Drift check of %s failed", res.key)
         return
-    if outcome.action in (reconcile.Action.UPDATED, reconcile.Action.RECREATED):
+    shifted = _shifted(desired, observed, outcome)
+    if not shifted and outcome.action in (reconcile.Action.UPDATED, reconcile.Action.RECREATED):
         kind = "removed" if outcome.action is reconcile.Action.RECREATED else "changed"
         metrics.DRIFT_CORRECTIONS.labels(kind=kind).inc()
-    _succeed(rt, res, desired, outcome, drift=True)
+    _succeed(rt, res, desired, outcome, drift=True, shifted=shifted)
+
+
+async def keep_in_step(
+    rt: Runtime,
+    snapshot: Callable[[], tuple[HandlerCall, bool]],
+    stopped: Callable[[float], Awaitable[object]],
+) -> None:
+    """The drift check's loop, one per resource (a kopf daemon): a resync every
+    ZOMRO_RESYNC_SECONDS (the first after a random 0.5-1 period, to spread the load), and one
+    when what Zomro must hold changes (``Timing.changes_at``), so that a daylight-saving
+    transition is acted on when it comes. ``snapshot`` gives the resource as it is now and
+    whether it is being deleted; a pass's status changes are written at its end."""
+    period = rt.settings.resync_seconds
+    first = period * random.uniform(0.5, 1.0)
+    res, _ = snapshot()
+    while not await sleep_until_next_pass(rt.clock, first, _changes_at(rt, res), stopped):
+        first = period
+        res, deleting = snapshot()
+        await resync(rt, res, deleting=deleting)
+        patch = dict(res.patch.get("status") or {})
+        if patch:
+            try:
+                await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
+            except Exception:  # the next pass computes the same changes and writes them then
+                logger.warning("Writing the status of %s failed", res.key, exc_info=True)
+
+
+async def sleep_until_next_pass(
+    clock: Clock,
+    period: float,
+    changes_at: dt.datetime | None,
+    stopped: Callable[[float], Awaitable[object]],
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Wait until the next drift check is due: after ``period`` seconds (of real time, so that
+    moving the operator's clock back does not hold it up), or when the operator's clock reaches
+    ``changes_at``, whichever comes first. True when ``stopped`` ended the wait."""
+    deadline = monotonic() + period
+    stop = False
+
+    async def nap(seconds: float) -> bool:
+        nonlocal stop
+        left = deadline - monotonic()
+        if left > 0:
+            stop = bool(await stopped(min(seconds, left)))
+        return stop or deadline <= monotonic()
+
+    due = clock.now() + dt.timedelta(seconds=period)
+    await clock.sleep_until(min(due, changes_at) if changes_at is not None else due, nap)
+    return stop
+
+
+def _changes_at(rt: Runtime, res: HandlerCall) -> dt.datetime | None:
+    """When what Zomro must hold for this resource changes next (None: not within a year, or
+    the spec cannot tell)."""
+    try:
+        timing = res.desired(rt).timing
+    except InvalidSpecError:
+        return None
+    return timing.changes_at if timing is not None else None
+
+
+def _shifted(desired: Desired, observed: Observed, outcome: Outcome) -> str | None:
+    """spec.timeZone when this update moved the schedule because the conversion changed (a
+    daylight-saving transition) rather than because someone changed it at Zomro: Zomro held
+    what status says the operator last wrote."""
+    previous = outcome.previous
+    if (
+        desired.time_zone is None
+        or observed.observed_generation != desired.generation
+        or outcome.action is not reconcile.Action.UPDATED
+        or previous is None
+        or observed.provider != (previous.days, previous.time)
+    ):
+        return None
+    return desired.time_zone
+
+
+async def _suspend(rt: Runtime, res: HandlerCall, desired: Desired) -> None:
+    """spec.suspend: remove the Zomro schedule, keep the resource, say so in status."""
+    async with contextlib.AsyncExitStack() as stack:
+        removal, schedule_id = await reconcile.suspend(
+            desired,
+            res.observed(),
+            lambda: connect(rt, res, desired, deleting=False, max_age=0.0, stack=stack),
+        )
+    patch = changes(res.status, SUSPENDED, desired.generation, suspended=True, now=_now(rt))
+    res.patch.status.update(patch)
+    rt.ready.set(res.key, False)
+    if removal is Removal.NOTHING and "conditions" not in patch:
+        return
+    metrics.RECONCILES.labels(result="suspended").inc()
+    message = {
+        Removal.DELETED: f"Removed Zomro schedule {schedule_id} (spec.suspend); the resource stays",
+        Removal.INSTANCE_GONE: (
+            f"Instance {desired.instance_id} no longer exists at Zomro; "
+            f"schedule {schedule_id} went with it"
+        ),
+    }.get(removal, "Suspended (spec.suspend): Zomro holds no schedule for this resource")
+    kopf.event(res.body, type="Normal", reason="Suspended", message=message)
+
+
+def _now(rt: Runtime) -> str:
+    return format_rfc3339(rt.clock.now())
 
 
 async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
@@ -141,7 +271,7 @@ async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
     except InvalidStatusError as exc:
         _fail(rt, res, exc, retry)
     try:
-        desired = res.desired(deleting=True)
+        desired = res.desired(rt, deleting=True)
     except InvalidSpecError:
         if observed.schedule_id is None and observed.pending is None:
             return  # never reached Zomro: nothing to clean up
@@ -155,7 +285,7 @@ async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
                 lambda: connect(rt, res, desired, deleting=True, max_age=0.0, stack=stack),
             )
     except Exception as exc:
-        _fail(rt, res, exc, retry, failure=classify(exc).holding_deletion())
+        _fail(rt, res, exc, retry, failure=classify(exc).holding("deletion"))
     rt.deleted.add(res.uid)
     rt.ready.drop(res.key)
     metrics.RECONCILES.labels(result="orphaned" if removal is Removal.ORPHANED else "deleted").inc()
@@ -198,7 +328,7 @@ async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: 
             else f"creating {where}",
         )
         patch = {
-            **changes(res.status, creating, desired.generation),
+            **changes(res.status, creating, desired.generation, now=_now(rt)),
             "pendingCreate": pending.to_status(iso),
         }
         await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
@@ -213,25 +343,35 @@ async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: 
 
 
 def _succeed(
-    rt: Runtime, res: HandlerCall, desired: Desired, outcome: Outcome, *, drift: bool
+    rt: Runtime,
+    res: HandlerCall,
+    desired: Desired,
+    outcome: Outcome,
+    *,
+    drift: bool,
+    shifted: str | None = None,
 ) -> None:
     patch = changes(
         res.status,
-        synced(outcome.schedule),
+        synced(outcome.schedule, desired.wanted, desired.time_zone),
         desired.generation,
         schedule=outcome.schedule,
+        timing=desired.timing,
         clear_pending=True,
+        now=_now(rt),
     )
     res.patch.status.update(patch)
     rt.ready.set(res.key, True)
     metrics.RECONCILES.labels(result=outcome.action.value).inc()
-    event = events.for_outcome(outcome, desired.instance_id, drift=drift)
+    event = events.for_outcome(outcome, desired.instance_id, drift=drift, shifted=shifted)
     if event is not None:
         kopf.event(res.body, type="Normal", reason=event[0], message=event[1])
 
 
 def _report_failure(rt: Runtime, res: HandlerCall, failure: Failure) -> None:
-    patch = changes(res.status, Readiness(False, failure.reason, failure.message), res.generation)
+    patch = changes(
+        res.status, Readiness(False, failure.reason, failure.message), res.generation, now=_now(rt)
+    )
     res.patch.status.update(patch)
     rt.ready.set(res.key, False)
     metrics.RECONCILES.labels(result="error").inc()

@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 RECONCILES = Counter(
     "zomro_operator_reconciles",
     "Reconciliations by result (synced, created, updated, adopted, recreated, deleted, "
-    "orphaned, error).",
+    "orphaned, suspended, error).",
     ["result"],
 )
 ZOMRO_REQUESTS = Counter(

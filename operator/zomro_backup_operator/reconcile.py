@@ -407,11 +407,30 @@ async def remove(
         if schedule_id:
             claims.release(instance_id, schedule_id, desired.key)
         return Removal.ORPHANED, schedule_id
-    if schedule_id is None and observed.pending is None:
+    return await suspend(desired, observed, connect)
+
+
+async def suspend(
+    desired: Desired,
+    observed: Observed,
+    connect: Callable[[], Awaitable[Remote]],
+) -> tuple[Removal, str | None]:
+    """Make sure Zomro holds no schedule of this resource (spec.suspend, and the Delete policy's
+    deletion): the one status names, and what a recorded create made. Nothing recorded means
+    nothing of ours can be there: Zomro is not asked. Raises while Zomro has not confirmed."""
+    if observed.schedule_id is None and observed.pending is None:
         return Removal.NOTHING, None
     remote = await connect()
     async with remote.slot.lock:
-        return await _remove_locked(desired, observed, remote)
+        removal, schedule_id = await _remove_locked(desired, observed, remote)
+        if observed.schedule_id is not None and observed.pending is not None:
+            # A recreate was on its way when the old id vanished: what it made is ours too.
+            made, made_id = await _remove_locked(
+                desired, replace(observed, schedule_id=None), remote
+            )
+            if made is not Removal.NOTHING:
+                removal, schedule_id = made, made_id
+        return removal, schedule_id
 
 
 async def _remove_locked(

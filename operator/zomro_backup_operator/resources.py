@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from zomro_backup_operator.pending import PendingCreate
+from zomro_backup_operator.time_zones import (
+    UnknownTimeZoneError,
+    next_run,
+    parse_zone,
+    provider_schedule,
+)
 from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday, is_object_id
 
 GROUP = "zomro.com"
@@ -52,8 +60,21 @@ def secret_name(spec: Mapping[str, Any]) -> str | None:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """When a schedule runs, and until when what Zomro holds for it stays right."""
+
+    next_run: dt.datetime
+    """The next run, in UTC: on the user's clock with spec.timeZone, else on Zomro's."""
+    changes_at: dt.datetime | None = None
+    """When the days and time Zomro must hold change (a daylight-saving transition of either
+    zone moves the conversion); None without spec.timeZone, or when nothing changes within
+    ``time_zones.CHANGE_HORIZON``."""
+
+
+@dataclass(frozen=True)
 class Desired:
-    """What one BackupSchedule asks for."""
+    """What one BackupSchedule asks for. ``schedule`` is what Zomro must hold now, on its own
+    clock: the spec's days and time, converted from spec.timeZone when that is set."""
 
     namespace: str
     name: str
@@ -63,6 +84,13 @@ class Desired:
     deletion_policy: DeletionPolicy = "Delete"
     adopt_id: str | None = None
     secret_name: str | None = None
+    suspend: bool = False
+    time_zone: str | None = None
+    """spec.timeZone as written (None: the days and time are on Zomro's clock)."""
+    wanted: ScheduleSpec | None = None
+    """The spec's own days and time, when spec.timeZone converts them into ``schedule``."""
+    timing: Timing | None = None
+    """None while suspended or being deleted: nothing runs."""
 
     @property
     def key(self) -> str:
@@ -77,13 +105,17 @@ class Desired:
         generation: int,
         spec: Mapping[str, Any],
         annotations: Mapping[str, str],
+        at: dt.datetime,
+        provider_zone: ZoneInfo,
         deleting: bool = False,
     ) -> Desired:
-        """Read a resource; the API server's schema already checked most of this, but not all
-        clusters run our schema version, so check again and name the field.
+        """Read a resource at the instant ``at``, for Zomro's clock in ``provider_zone``; the API
+        server's schema already checked most of this, but not all clusters run our schema
+        version, so check again and name the field.
 
-        ``deleting``: the adoption annotation is not read, so that a bad one cannot hold up the
-        deletion (it only matters before a schedule is ours)."""
+        ``deleting``: the adoption annotation and spec.timeZone are not read, so that a bad one
+        cannot hold up the deletion (they only matter while a schedule runs). A suspended
+        resource's spec.timeZone is not read either: nothing is sent to Zomro for it."""
         instance_id = _object_id(
             spec.get("instanceId", ""), field="spec.instanceId", error=InvalidSpecError
         )
@@ -114,6 +146,12 @@ class Desired:
             adopt_id = _object_id(
                 adopt_id, field=f"annotation {ADOPT_ANNOTATION}", error=InvalidSpecError
             )
+        suspend = spec.get("suspend") is True
+        zone_name = spec.get("timeZone") or None
+        wanted: ScheduleSpec | None = None
+        timing: Timing | None = None
+        if not (deleting or suspend):
+            schedule, wanted, timing = _on_zomros_clock(schedule, zone_name, at, provider_zone)
         return cls(
             namespace=namespace,
             name=name,
@@ -123,7 +161,30 @@ class Desired:
             deletion_policy=policy,
             adopt_id=adopt_id,
             secret_name=secret_name(spec),
+            suspend=suspend,
+            time_zone=str(zone_name) if zone_name is not None else None,
+            wanted=wanted,
+            timing=timing,
         )
+
+
+def _on_zomros_clock(
+    spec: ScheduleSpec, zone_name: object, at: dt.datetime, provider_zone: ZoneInfo
+) -> tuple[ScheduleSpec, ScheduleSpec | None, Timing]:
+    """(what Zomro must hold at ``at``, the spec's own schedule if converted, the timing)."""
+    if zone_name is None:
+        return spec, None, Timing(next_run(spec.days, spec.time, provider_zone, at))
+    try:
+        zone = parse_zone(str(zone_name), "spec.timeZone")
+    except UnknownTimeZoneError:
+        # The name is the user's own text, which may be anything an old schema let through.
+        raise InvalidSpecError(
+            f"spec.timeZone: unknown time zone {_shown(str(zone_name))} "
+            "(an IANA name such as Europe/Berlin)"
+        ) from None
+    held = provider_schedule(spec.days, spec.time, zone, provider_zone, at)
+    timing = Timing(next_run(spec.days, spec.time, zone, at), held.changes_at)
+    return ScheduleSpec(name=spec.name, days=held.days, time=held.time), spec, timing
 
 
 @dataclass(frozen=True)
@@ -136,6 +197,8 @@ class Observed:
     ready_reason: str | None = None
     schedule_name: str | None = None
     """The name as Zomro last listed it (or as last written)."""
+    provider: tuple[frozenset[Weekday], str] | None = None
+    """status.providerDays and providerTime: the days and time last written to Zomro."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> Observed:
@@ -157,7 +220,17 @@ class Observed:
             observed_generation=int(generation) if generation is not None else None,
             ready_reason=ready.get("reason"),
             schedule_name=status.get("scheduleName"),
+            provider=_provider(status.get("providerDays"), status.get("providerTime")),
         )
+
+
+def _provider(days: object, time: object) -> tuple[frozenset[Weekday], str] | None:
+    if not isinstance(days, list) or not isinstance(time, str):
+        return None
+    try:
+        return frozenset(Weekday.from_name(str(day)) for day in days), time
+    except ValueError:
+        return None
 
 
 def ready_at_generation(body: Mapping[str, Any]) -> bool:

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from zomro_backup_operator.zomro.models import Schedule
+from zomro_backup_operator.resources import Timing
+from zomro_backup_operator.time_zones import format_rfc3339
+from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday
 
 READY = "Ready"
 
@@ -31,13 +33,29 @@ class Readiness:
     message: str
 
 
-def synced(schedule: Schedule) -> Readiness:
-    days = ", ".join(day.title for day in sorted(schedule.days))
-    return Readiness(
-        True,
-        "Synced",
-        f"Zomro schedule {schedule.id} {schedule.name!r} runs {days} at {schedule.time}",
-    )
+SUSPENDED = Readiness(
+    False,
+    "Suspended",
+    "spec.suspend is true: Zomro holds no schedule for this resource; set it to false to "
+    "create the schedule again",
+)
+
+_TRACKING = frozenset({"nextRunTime"})
+"""Fields that move by themselves as time passes (after each run), not because of a sync."""
+
+
+def _days(days: frozenset[Weekday]) -> str:
+    return ", ".join(day.title for day in sorted(days))
+
+
+def synced(
+    schedule: Schedule, wanted: ScheduleSpec | None = None, zone: str | None = None
+) -> Readiness:
+    """Ready=True; with spec.timeZone (``wanted`` on ``zone``'s clock) the message says both."""
+    runs = f"runs {_days(schedule.days)} at {schedule.time}"
+    if wanted is not None and zone is not None:
+        runs += f" on Zomro's clock ({_days(wanted.days)} at {wanted.time} {zone})"
+    return Readiness(True, "Synced", f"Zomro schedule {schedule.id} {schedule.name!r} {runs}")
 
 
 def ready_condition(
@@ -89,11 +107,16 @@ def changes(
     generation: int,
     *,
     schedule: Schedule | None = None,
+    timing: Timing | None = None,
     clear_pending: bool = False,
+    suspended: bool = False,
     now: str | None = None,
 ) -> dict[str, Any]:
     """The status fields to patch so that status says ``readiness`` (and ``schedule`` when
-    reconciled). Empty when status already says so: an idle resync writes nothing."""
+    reconciled, with ``timing`` its next run; or, ``suspended``, that Zomro holds nothing).
+    Empty when status already says so: an idle resync writes nothing. nextRunTime is written
+    when it changes, that is once after each run (and with the schedule), and does not move
+    lastSyncTime."""
     now = now or now_iso()
     wanted: dict[str, Any] = {}
     if schedule is not None:
@@ -102,10 +125,22 @@ def changes(
         if schedule.server_name:
             wanted["serverName"] = schedule.server_name
         wanted["observedGeneration"] = generation
-    if clear_pending and current.get("pendingCreate") is not None:
+        wanted["providerDays"] = [day.title for day in sorted(schedule.days)]
+        wanted["providerTime"] = schedule.time
+        if timing is not None:
+            wanted["nextRunTime"] = format_rfc3339(timing.next_run)
+    if suspended:  # what is needed to resume is the spec; what Zomro held is gone
+        wanted.update(
+            scheduleId=None,
+            providerDays=None,
+            providerTime=None,
+            nextRunTime=None,
+            observedGeneration=generation,
+        )
+    if (clear_pending or suspended) and current.get("pendingCreate") is not None:
         wanted["pendingCreate"] = None
     patch = {key: value for key, value in wanted.items() if current.get(key) != value}
     patch.update(ready_changes(current, readiness, generation, now))
-    if patch and schedule is not None and readiness.ready:
+    if set(patch) - _TRACKING and schedule is not None and readiness.ready:
         patch["lastSyncTime"] = now
     return patch

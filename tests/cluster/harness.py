@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -131,11 +132,14 @@ class Cluster:
         secret: str | None = "zomro",
         policy: str | None = None,
         annotations: dict[str, str] | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
+        """Create a BackupSchedule; ``extra`` are further spec fields (timeZone, suspend)."""
         spec: dict[str, Any] = {
             "instanceId": instance,
             "days": days or ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"],
             "time": time,
+            **extra,
         }
         if schedule_name is not None:
             spec["scheduleName"] = schedule_name
@@ -221,6 +225,22 @@ class Cluster:
 
     def event_reasons(self, name: str) -> list[str]:
         return [e.reason for e in self.events() if e.involved_object.name == name]
+
+
+def apply_spec(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    namespace: str,
+    spec: dict[str, Any],
+    name: str = "bad",
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl apply`` a BackupSchedule with this spec, as a user would; never raises."""
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BackupSchedule",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    return kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False)
 
 
 class OperatorProcess:

@@ -13,6 +13,7 @@ from harness import (
     SETTLE_SECONDS,
     Cluster,
     OperatorProcess,
+    apply_spec,
     list_bodies,
     wait_all_ready,
     wait_for,
@@ -114,24 +115,11 @@ def test_thirty_percent_server_errors_with_changed_names_and_late_listings_give_
 
 
 def test_names_zomro_would_change_are_refused_at_admission(cluster: Cluster, kubectl: Any) -> None:
-    for bad in [" Nightly", "Nightly ", "Nightly  Run", "Nightly\\tRun", "Nightly\\u00a0Run"]:
-        manifest = (
-            '{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
-            '"metadata": {"name": "bad"}, "spec": {"instanceId": "1", "days": ["Monday"], '
-            f'"time": "02:00", "scheduleName": "{bad}"}}}}'
-        )
-        result = kubectl("apply", "-n", cluster.namespace, "-f", "-", input=manifest, check=False)
+    spec = {"instanceId": "1", "days": ["Monday"], "time": "02:00"}
+    for bad in [" Nightly", "Nightly ", "Nightly  Run", "Nightly\tRun", "Nightly\u00a0Run"]:
+        result = apply_spec(kubectl, cluster.namespace, {**spec, "scheduleName": bad})
         assert result.returncode != 0, bad
         assert "spec.scheduleName" in result.stderr, result.stderr
-    ok = kubectl(
-        "apply",
-        "-n",
-        cluster.namespace,
-        "-f",
-        "-",
-        input='{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
-        '"metadata": {"name": "good"}, "spec": {"instanceId": "1", "days": ["Monday"], '
-        '"time": "02:00", "scheduleName": "Nightly run \\u00e9t\\u00e9"}}',
-        check=False,
-    )
+    good = {**spec, "scheduleName": "Nightly run \u00e9t\u00e9"}
+    ok = apply_spec(kubectl, cluster.namespace, good, name="good")
     assert ok.returncode == 0, ok.stderr

@@ -1,10 +1,18 @@
-"""Helpers the unit tests share: a controllable clock with its sleep, and a free loopback port."""
+"""Helpers the unit tests share: a controllable clock with its sleep, a free loopback port, and
+the instant and provider zone resources are read at."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 from collections.abc import Callable
+
+from zomro_backup_operator.time_zones import DEFAULT_PROVIDER_ZONE, parse_zone
+
+READ_AT = dt.datetime(2026, 1, 7, 12, 0, tzinfo=dt.UTC)
+"""A Wednesday in winter, away from any daylight-saving transition."""
+PROVIDER_ZONE = parse_zone(DEFAULT_PROVIDER_ZONE, "ZOMRO_PROVIDER_TIMEZONE")
 
 
 class FakeTime:

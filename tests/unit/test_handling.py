@@ -4,6 +4,7 @@ own Patch: what goes into status, when an Event is posted, what the resync leave
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,12 +13,15 @@ from typing import Any, cast
 import kopf
 import pytest
 from fake_zomro import FakeZomro
+from support import PROVIDER_ZONE, READ_AT
 
 from zomro_backup_operator import handling
 from zomro_backup_operator.claims import ClaimKey
+from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.runtime import ClientPool, Runtime
 from zomro_backup_operator.settings import Settings
+from zomro_backup_operator.time_zones import parse_zone, provider_schedule
 from zomro_backup_operator.zomro.client import ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import ServerError
@@ -68,6 +72,8 @@ class World:
     zomro: FakeZomro = field(default_factory=FakeZomro)
     kube: FakeKube = field(default_factory=FakeKube)
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    now: dt.datetime = READ_AT
+    """What the operator's clock reads."""
     rt: Runtime = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +90,7 @@ class World:
             kube=built.kube,
             credentials=built.credentials,
             clients=FakePool(settings, self.zomro),
+            clock=Clock(wall=lambda: self.now),
         )
 
     def resource(
@@ -232,3 +239,265 @@ async def test_a_schedule_gone_since_the_cached_listing_is_looked_up_again_and_r
     assert "update_schedule" in world.zomro.calls
     [recreated] = world.zomro.schedules
     assert res.patch["status"]["scheduleId"] == recreated != stale
+
+
+ZONED = {**SPEC, "days": ["Monday"], "time": "20:00", "timeZone": "America/New_York"}
+"""Monday 20:00 in New York: Tuesday 03:00 in Kyiv in winter, 02:00 between the US and the EU
+spring changes (8 to 29 March 2026), 03:00 again after."""
+
+
+def _status_after(res: HandlerCall) -> dict[str, Any]:
+    return {**res.status, **(res.patch.get("status") or {})}
+
+
+async def test_a_time_zone_puts_the_converted_schedule_at_zomro_and_in_status(
+    world: World,
+) -> None:
+    res = world.resource(spec=ZONED)
+    await handling.ensure(world.rt, res, retry=0)
+
+    [held] = world.zomro.schedules.values()
+    assert (held.days, held.time) == (frozenset({Weekday.TUESDAY}), "03:00")
+    status = res.patch["status"]
+    assert status["providerDays"] == ["Tuesday"]
+    assert status["providerTime"] == "03:00"
+    assert status["nextRunTime"] == "2026-01-13T01:00:00Z"
+    assert "(Monday at 20:00 America/New_York)" in _ready(status)["message"]
+
+
+async def test_without_a_time_zone_status_shows_the_spec_and_the_next_run_on_zomros_clock(
+    world: World,
+) -> None:
+    res = world.resource()
+    await handling.ensure(world.rt, res, retry=0)
+
+    [held] = world.zomro.schedules.values()
+    assert (held.days, held.time) == (frozenset({Weekday.MONDAY}), "02:01")
+    status = res.patch["status"]
+    assert (status["providerDays"], status["providerTime"]) == (["Monday"], "02:01")
+    assert status["nextRunTime"] == "2026-01-12T00:01:00Z"  # Monday 02:01 at UTC+2
+
+
+async def test_an_unknown_time_zone_is_invalid_spec_and_zomro_is_never_asked(
+    world: World,
+) -> None:
+    res = world.resource(spec={**SPEC, "timeZone": "Mars/Olympus_Mons"})
+    with pytest.raises(kopf.PermanentError):
+        await handling.ensure(world.rt, res, retry=0)
+    ready = _ready(res.patch["status"])
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.timeZone" in ready["message"]
+    assert world.zomro.calls == []
+
+
+async def _synced_before_a_transition(world: World) -> tuple[dict[str, Any], dt.datetime]:
+    """ZONED created on 1 March 2026: its status, and when its conversion changes next."""
+    world.now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    res = world.resource(spec=ZONED)
+    await handling.ensure(world.rt, res, retry=0)
+    status = _status_after(res)
+    change = handling._changes_at(world.rt, world.resource(status, spec=ZONED))
+    assert change is not None
+    return status, change
+
+
+async def test_the_drift_check_after_a_transition_moves_the_schedule_with_an_event(
+    world: World,
+) -> None:
+    status, change = await _synced_before_a_transition(world)
+
+    world.now = change - dt.timedelta(minutes=1)
+    before = world.resource(status, spec=ZONED)
+    await handling.resync(world.rt, before, deleting=False)
+    # Not yet: Zomro holds what it must until changes_at (only the next run moved on).
+    assert set(before.patch.get("status") or {}) <= {"nextRunTime"}
+    assert world.zomro.calls.count("update_schedule") == 0
+
+    world.now = change
+    after = world.resource(status, spec=ZONED)
+    await handling.resync(world.rt, after, deleting=False)
+
+    [held] = world.zomro.schedules.values()
+    assert (held.days, held.time) == (frozenset({Weekday.TUESDAY}), "02:00")
+    assert after.patch["status"]["providerTime"] == "02:00"
+    assert [reason for _, reason, _ in world.events] == ["Created", "ScheduleShifted"]
+
+
+async def test_a_change_of_time_zone_changes_the_same_schedule_in_place(world: World) -> None:
+    res = world.resource(spec=ZONED)
+    await handling.ensure(world.rt, res, retry=0)
+    [schedule_id] = world.zomro.schedules
+
+    moved = world.resource(_status_after(res), spec={**ZONED, "timeZone": "UTC"}, generation=2)
+    await handling.ensure(world.rt, moved, retry=0)
+
+    [held] = world.zomro.schedules.values()
+    assert held.id == schedule_id
+    assert (held.days, held.time) == (frozenset({Weekday.MONDAY}), "22:00")
+    assert [reason for _, reason, _ in world.events] == ["Created", "Updated"]
+
+
+async def test_suspending_removes_the_schedule_and_resuming_creates_it_once(
+    world: World,
+) -> None:
+    res = world.resource()
+    await handling.ensure(world.rt, res, retry=0)
+
+    suspended = world.resource(_status_after(res), spec={**SPEC, "suspend": True}, generation=2)
+    await handling.ensure(world.rt, suspended, retry=0)
+    assert world.zomro.schedules == {}
+    status = suspended.patch["status"]
+    assert status["scheduleId"] is None
+    assert status["nextRunTime"] is None
+    assert _ready(status)["reason"] == "Suspended"
+
+    resumed = world.resource(_status_after(suspended), spec=SPEC, generation=3)
+    await handling.ensure(world.rt, resumed, retry=0)
+    assert world.zomro.calls.count("create_schedules") == 2
+    [held] = world.zomro.schedules
+    assert resumed.patch["status"]["scheduleId"] == held
+    assert [reason for _, reason, _ in world.events] == ["Created", "Suspended", "Created"]
+
+
+async def test_a_suspended_resources_drift_check_asks_zomro_nothing_when_nothing_is_recorded(
+    world: World,
+) -> None:
+    suspended = world.resource(spec={**SPEC, "suspend": True})
+    await handling.ensure(world.rt, suspended, retry=0)
+    idle = world.resource(_status_after(suspended), spec={**SPEC, "suspend": True})
+    world.listed()  # a schedule with the resource's name, which it never made: not its own
+
+    await handling.resync(world.rt, idle, deleting=False)
+
+    assert world.zomro.calls == []
+    assert dict(idle.patch) == {}
+
+
+async def test_a_suspended_resources_drift_check_removes_what_an_interrupted_resume_made(
+    world: World,
+) -> None:
+    # A resume recorded its create and died; the resource was suspended again meanwhile.
+    resumed = world.resource()
+    await handling.ensure(world.rt, resumed, retry=0)
+    [intent] = world.kube.status_writes
+    status = {
+        **_status_after(world.resource(spec={**SPEC, "suspend": True})),
+        "pendingCreate": intent["pendingCreate"],
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Suspended"}],
+    }
+    again = world.resource(status, spec={**SPEC, "suspend": True})
+
+    await handling.resync(world.rt, again, deleting=False)
+
+    assert world.zomro.schedules == {}
+    assert again.patch["status"]["pendingCreate"] is None
+
+
+async def test_a_suspended_resource_is_deleted_without_asking_zomro(world: World) -> None:
+    suspended = world.resource(spec={**SPEC, "suspend": True})
+    await handling.ensure(world.rt, suspended, retry=0)
+    calls = len(world.zomro.calls)
+
+    await handling.remove(world.rt, world.resource(_status_after(suspended)), retry=0)
+
+    assert len(world.zomro.calls) == calls
+    assert "uid-1" in world.rt.deleted
+
+
+class Sleeper:
+    """kopf's ``stopped.wait`` against a fake wall clock and monotonic time, moved together."""
+
+    def __init__(self, world: World, *, stop_after: float | None = None) -> None:
+        self.world = world
+        self.mono = 0.0
+        self.stop_after = stop_after
+        self.slept = 0.0
+
+    async def wait(self, seconds: float) -> bool:
+        self.mono += seconds
+        self.slept += seconds
+        self.world.now += dt.timedelta(seconds=seconds)
+        return self.stop_after is not None and self.slept >= self.stop_after
+
+
+async def test_the_drift_check_wakes_at_the_transition_when_it_comes_before_the_period(
+    world: World,
+) -> None:
+    sleeper = Sleeper(world)
+    change = world.now + dt.timedelta(seconds=40)
+
+    stopped = await handling.sleep_until_next_pass(
+        world.rt.clock, 300.0, change, sleeper.wait, monotonic=lambda: sleeper.mono
+    )
+
+    assert not stopped
+    assert world.now == change
+
+
+async def test_the_drift_check_wakes_after_one_period_without_a_transition(world: World) -> None:
+    sleeper = Sleeper(world)
+    far = world.now + dt.timedelta(days=30)
+    for change in (None, far):
+        sleeper.slept = 0.0
+        await handling.sleep_until_next_pass(
+            world.rt.clock, 300.0, change, sleeper.wait, monotonic=lambda: sleeper.mono
+        )
+        assert sleeper.slept == pytest.approx(300.0)
+
+
+async def test_moving_the_operators_clock_back_does_not_hold_the_drift_check_up(
+    world: World,
+) -> None:
+    sleeper = Sleeper(world)
+    base = sleeper.wait
+
+    async def jump_back_then_sleep(seconds: float) -> bool:
+        if sleeper.slept == 0.0:
+            world.now -= dt.timedelta(days=3)
+        return await base(min(seconds, 1.0))
+
+    await handling.sleep_until_next_pass(
+        world.rt.clock, 300.0, None, jump_back_then_sleep, monotonic=lambda: sleeper.mono
+    )
+    assert sleeper.slept == pytest.approx(300.0)
+
+
+async def test_a_stopped_daemon_ends_its_wait(world: World) -> None:
+    sleeper = Sleeper(world, stop_after=10.0)
+    assert await handling.sleep_until_next_pass(
+        world.rt.clock, 300.0, None, sleeper.wait, monotonic=lambda: sleeper.mono
+    )
+
+
+def test_the_transition_the_daemon_waits_for_is_the_one_the_conversion_gives(
+    world: World,
+) -> None:
+    held = provider_schedule(
+        frozenset({Weekday.MONDAY}),
+        "20:00",
+        parse_zone("America/New_York", "spec.timeZone"),
+        PROVIDER_ZONE,
+        world.now,
+    )
+    assert handling._changes_at(world.rt, world.resource(spec=ZONED)) == held.changes_at
+    assert handling._changes_at(world.rt, world.resource()) is None
+
+
+async def test_the_drift_loop_moves_the_schedule_at_the_transition_and_writes_its_status(
+    world: World,
+) -> None:
+    status, change = await _synced_before_a_transition(world)
+    world.now = change - dt.timedelta(seconds=10)
+    world.kube.status_writes.clear()
+    # Stops 50 s after the transition: long before a drift period (150-300 s) could end.
+    sleeper = Sleeper(world, stop_after=60.0)
+
+    await handling.keep_in_step(
+        world.rt, lambda: (world.resource(status, spec=ZONED), False), sleeper.wait
+    )
+
+    [write] = world.kube.status_writes
+    assert write["providerTime"] == "02:00"
+    assert world.zomro.calls.count("update_schedule") == 1
+    assert [reason for _, reason, _ in world.events][-1] == "ScheduleShifted"

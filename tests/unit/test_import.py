@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import yaml
+from support import PROVIDER_ZONE, READ_AT
 
 from zomro_backup_operator.cli_tools import commands
 from zomro_backup_operator.cli_tools.access import CredentialSource, ExitCode
@@ -93,6 +94,8 @@ def test_a_manifest_asks_for_exactly_what_zomro_holds_and_adopts_it_by_id() -> N
         generation=1,
         spec=body["spec"],
         annotations=body["metadata"]["annotations"],
+        at=READ_AT,
+        provider_zone=PROVIDER_ZONE,
     )
     assert desired.adopt_id == "14"
     assert schedule("Nightly", "14", time="01:30").matches(desired.schedule)

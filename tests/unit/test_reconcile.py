@@ -20,6 +20,7 @@ from zomro_backup_operator.reconcile import (
     Removal,
     ensure,
     remove,
+    suspend,
 )
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.runtime import Recent
@@ -406,3 +407,35 @@ async def test_a_status_naming_another_resources_schedule_is_a_conflict_and_writ
     assert world.zomro.schedules[theirs.id] == theirs
     assert "update_schedule" not in world.zomro.calls
     assert "delete_schedule" not in world.zomro.calls
+
+
+async def test_suspending_with_orphan_policy_still_removes_the_zomro_schedule(world: World) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+
+    result = await suspend(desired(policy="Orphan"), Observed(schedule_id=held.id), _connect(world))
+
+    assert result == (Removal.DELETED, held.id)
+    assert world.zomro.schedules == {}
+
+
+async def test_suspending_removes_what_a_recreate_made_after_the_old_schedule_vanished(
+    world: World,
+) -> None:
+    # The schedule was removed behind our back; the recreate was recorded, then the process died.
+    made = world.zomro.add(INSTANCE, spec())
+    observed = Observed(schedule_id="99", pending=legacy_pending("MySchedule"))
+
+    result = await suspend(desired(), observed, _connect(world))
+
+    assert result == (Removal.DELETED, made.id)
+    assert world.zomro.schedules == {}
+
+
+async def test_suspending_a_resource_with_nothing_recorded_asks_zomro_nothing(world: World) -> None:
+    world.zomro.add(INSTANCE, spec())  # our name, but never ours: left alone
+
+    async def no_connect() -> Remote:
+        raise AssertionError("nothing recorded: nothing of ours can be at Zomro")
+
+    assert await suspend(desired(), Observed(), no_connect) == (Removal.NOTHING, None)
+    assert len(world.zomro.schedules) == 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import PROVIDER_ZONE, READ_AT
 
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.resources import (
@@ -20,6 +22,7 @@ from zomro_backup_operator.resources import (
 )
 from zomro_backup_operator.secret_store import CredentialsError, CredentialStore, parse_secret
 from zomro_backup_operator.settings import SecretRef, Settings, SettingsError
+from zomro_backup_operator.time_zones import ZONE_NAME_MAX_LENGTH, ZONE_NAME_PATTERN
 from zomro_backup_operator.zomro.models import ID_PATTERN, Weekday
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +34,13 @@ def read(
     spec: Mapping[str, object], annotations: dict[str, str] | None = None, name: str = "nightly"
 ) -> Desired:
     return Desired.from_resource(
-        namespace="team", name=name, generation=3, spec=spec, annotations=annotations or {}
+        namespace="team",
+        name=name,
+        generation=3,
+        spec=spec,
+        annotations=annotations or {},
+        at=READ_AT,
+        provider_zone=PROVIDER_ZONE,
     )
 
 
@@ -208,6 +217,8 @@ def test_the_adoption_annotation_is_ignored_on_deletion() -> None:
         generation=3,
         spec=SPEC,
         annotations={"zomro.com/schedule-id": "not-an-id" * 1000},
+        at=READ_AT,
+        provider_zone=PROVIDER_ZONE,
         deleting=True,
     )
     assert desired.adopt_id is None
@@ -266,3 +277,70 @@ def test_ready_counts_only_at_the_current_generation() -> None:
     assert not ready_at_generation(body(1, 2))
     assert not ready_at_generation(body(2, 1))
     assert not ready_at_generation({"metadata": {"generation": 2}})
+
+
+def test_a_time_zone_converts_days_and_time_to_zomros_clock_and_keeps_the_spec_as_wanted() -> None:
+    # Monday 20:00 in New York (UTC-5 in January) is Tuesday 01:00 UTC, 03:00 in Kyiv (UTC+2).
+    desired = read({**SPEC, "days": ["Monday"], "time": "20:00", "timeZone": "America/New_York"})
+    assert (desired.schedule.days, desired.schedule.time) == (frozenset({Weekday.TUESDAY}), "03:00")
+    assert desired.wanted is not None
+    assert (desired.wanted.days, desired.wanted.time) == (frozenset({Weekday.MONDAY}), "20:00")
+    assert desired.time_zone == "America/New_York"
+    assert desired.timing is not None
+    assert desired.timing.next_run == dt.datetime(2026, 1, 13, 1, 0, tzinfo=dt.UTC)
+    assert desired.timing.changes_at is not None  # New York moves on 8 March, Kyiv on 29 March
+
+
+def test_without_a_time_zone_the_spec_goes_to_zomro_as_written_and_runs_on_zomros_clock() -> None:
+    desired = read(SPEC)  # Monday, Friday 02:01
+    assert (desired.schedule.days, desired.schedule.time) == (
+        frozenset({Weekday.MONDAY, Weekday.FRIDAY}),
+        "02:01",
+    )
+    assert desired.wanted is None
+    assert desired.timing is not None
+    # Friday 9 January 02:01 in Kyiv (UTC+2), after Wednesday noon UTC.
+    assert desired.timing.next_run == dt.datetime(2026, 1, 9, 0, 1, tzinfo=dt.UTC)
+    assert desired.timing.changes_at is None
+
+
+def test_an_unknown_time_zone_is_an_invalid_spec_naming_the_field() -> None:
+    with pytest.raises(
+        InvalidSpecError, match=r"^spec\.timeZone: unknown time zone 'Europe/Berln'"
+    ):
+        read({**SPEC, "timeZone": "Europe/Berln"})
+
+
+def test_a_suspended_or_deleted_resource_never_needs_its_time_zone() -> None:
+    bad = {**SPEC, "timeZone": "Europe/Berln"}
+    suspended = read({**bad, "suspend": True})
+    assert suspended.suspend
+    assert suspended.timing is None
+    deleting = Desired.from_resource(
+        namespace="team",
+        name="nightly",
+        generation=3,
+        spec=bad,
+        annotations={},
+        at=READ_AT,
+        provider_zone=PROVIDER_ZONE,
+        deleting=True,
+    )
+    assert deleting.timing is None
+
+
+def test_the_crd_checks_a_time_zones_shape_as_the_operator_documents_it() -> None:
+    crd = yaml.safe_load((REPO / "crds" / "backupschedules.zomro.com.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["timeZone"]["pattern"] == ZONE_NAME_PATTERN
+    assert spec["properties"]["timeZone"]["maxLength"] == ZONE_NAME_MAX_LENGTH
+    assert spec["properties"]["suspend"] == {**spec["properties"]["suspend"], "default": False}
+
+
+def test_observed_status_reads_what_zomro_was_last_given() -> None:
+    observed = Observed.from_status({"providerDays": ["Tuesday"], "providerTime": "03:00"})
+    assert observed.provider == (frozenset({Weekday.TUESDAY}), "03:00")
+    assert (
+        Observed.from_status({"providerDays": ["Someday"], "providerTime": "03:00"}).provider
+        is None
+    )

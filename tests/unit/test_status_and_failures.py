@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from typing import Any, cast
 
@@ -10,11 +11,11 @@ import pytest
 
 from zomro_backup_operator.failures import NEEDS_PERSON_BACKOFF, TRANSIENT_BACKOFF, classify
 from zomro_backup_operator.reconcile import ConflictError
-from zomro_backup_operator.resources import InvalidSpecError
+from zomro_backup_operator.resources import InvalidSpecError, Timing
 from zomro_backup_operator.secret_store import CredentialsError
-from zomro_backup_operator.status import Readiness, changes, synced
+from zomro_backup_operator.status import SUSPENDED, Readiness, changes, synced
 from zomro_backup_operator.zomro import errors as z
-from zomro_backup_operator.zomro.models import Schedule, Weekday
+from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday
 
 SCHEDULE = Schedule(
     id="14",
@@ -146,4 +147,45 @@ def test_failures_a_person_must_fix_never_retry_fast() -> None:
     assert (
         min(failure.delay(retry=0, random=random.Random(s).random) for s in range(50))
         >= NEEDS_PERSON_BACKOFF[0]
+    )
+
+
+def test_a_new_next_run_alone_is_written_without_moving_last_sync_time() -> None:
+    first = Timing(next_run=dt.datetime(2026, 1, 5, 0, 1, tzinfo=dt.UTC))
+    status: dict[str, object] = {}
+    status.update(changes(status, synced(SCHEDULE), 1, schedule=SCHEDULE, timing=first, now="T1"))
+    assert status["nextRunTime"] == "2026-01-05T00:01:00Z"
+    assert status["providerDays"] == ["Monday", "Friday"]
+    assert status["providerTime"] == "02:01"
+
+    after_the_run = Timing(next_run=dt.datetime(2026, 1, 9, 0, 1, tzinfo=dt.UTC))
+    patch = changes(status, synced(SCHEDULE), 1, schedule=SCHEDULE, timing=after_the_run, now="T2")
+    assert patch == {"nextRunTime": "2026-01-09T00:01:00Z"}
+    status.update(patch)
+    assert changes(status, synced(SCHEDULE), 1, schedule=SCHEDULE, timing=after_the_run) == {}
+
+
+def test_suspension_clears_what_zomro_held_and_says_suspended() -> None:
+    status = reconciled_status()
+    status["pendingCreate"] = {"name": "MySchedule"}
+
+    patch = changes(status, SUSPENDED, 2, suspended=True, now="2026-01-03T00:00:00Z")
+
+    assert patch["scheduleId"] is None
+    assert patch["pendingCreate"] is None
+    assert patch["providerDays"] is None
+    assert patch["providerTime"] is None
+    assert patch["observedGeneration"] == 2
+    assert "lastSyncTime" not in patch
+    [ready] = patch["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    status.update(patch)
+    assert changes(status, SUSPENDED, 2, suspended=True) == {}
+
+
+def test_a_converted_schedule_says_both_clocks_in_ready() -> None:
+    wanted = ScheduleSpec(name="MySchedule", days=frozenset({Weekday.SUNDAY}), time="20:00")
+    readiness = synced(SCHEDULE, wanted, "America/New_York")
+    assert readiness.message.endswith(
+        "runs Monday, Friday at 02:01 on Zomro's clock (Sunday at 20:00 America/New_York)"
     )

@@ -2,7 +2,7 @@
 --   Healthy      Ready=True, reconciled at the current metadata.generation
 --   Progressing  no status yet, status older than the spec, Ready Unknown, or creating/deleting
 --   Degraded     Ready=False for a failure (bad credentials, missing instance, Zomro down, ...)
---   Suspended    reserved for suspension (spec.suspend: true, or Ready reason Suspended)
+--   Suspended    spec.suspend: true, or Ready reason Suspended
 local hs = {}
 
 local progressing_reasons = { Creating = true, Deleting = true }
@@ -38,7 +38,7 @@ end
 
 if obj.spec ~= nil and obj.spec.suspend == true then
   hs.status = "Suspended"
-  hs.message = "Suspended: the operator leaves the Zomro schedule alone"
+  hs.message = "Suspended: spec.suspend is true, the operator removes the Zomro schedule and keeps the resource"
   return hs
 end
 
