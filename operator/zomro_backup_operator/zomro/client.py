@@ -27,17 +27,17 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from zomro_backup_operator.zomro import backoff, wire
+from zomro_backup_operator.zomro.backup_operations import BackupOperations
 from zomro_backup_operator.zomro.create_matching import match_created
 from zomro_backup_operator.zomro.credentials import AuthMode, Credentials
 from zomro_backup_operator.zomro.errors import (
-    AccessDeniedError,
     AuthenticationError,
     CreatedNotListedError,
-    InvalidValueError,
     NotFoundError,
     TokenExpiredError,
     UnknownOutcomeError,
     ZomroError,
+    may_mean_gone,
 )
 from zomro_backup_operator.zomro.funcs import (
     FUNC_AUTH,
@@ -111,8 +111,8 @@ class _Session:
         return "_Session(<redacted>)"
 
 
-class ZomroClient:
-    """Typed access to Zomro's backup schedules for one credential set.
+class ZomroClient(BackupOperations):
+    """Typed access to Zomro's backup schedules and backups for one credential set.
 
     ``transport`` is the test seam (a MockTransport, or a real one wrapped); ``sleep`` and
     ``clock`` (monotonic seconds) are what retries and throttle pauses wait with, and ``random``
@@ -299,7 +299,7 @@ class ZomroClient:
                 },
             )
         except ZomroError as exc:
-            if _may_mean_gone(exc) and await self._confirmed_absent(instance_id, schedule_id):
+            if may_mean_gone(exc) and await self._confirmed_absent(instance_id, schedule_id):
                 raise NotFoundError(
                     f"{FUNC_SCHEDULE_EDIT}: schedule {schedule_id} no longer exists"
                 ) from exc
@@ -310,7 +310,7 @@ class ZomroClient:
         try:
             await self._write(FUNC_SCHEDULE_DELETE, {"elid": schedule_id})
         except ZomroError as exc:
-            if _may_mean_gone(exc) and await self._confirmed_absent(instance_id, schedule_id):
+            if may_mean_gone(exc) and await self._confirmed_absent(instance_id, schedule_id):
                 logger.debug("zomro %s: schedule already gone", FUNC_SCHEDULE_DELETE)
                 return
             raise
@@ -519,10 +519,3 @@ class ZomroClient:
         # Longest first, so that a secret is never half replaced by a shorter one inside it.
         pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
         return re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
-
-
-def _may_mean_gone(exc: ZomroError) -> bool:
-    """Refusals that could mean "no such schedule": worth a listing to find out."""
-    if isinstance(exc, InvalidValueError):
-        return not exc.field_errors or "elid" in exc.field_errors
-    return type(exc) is ZomroError or isinstance(exc, AccessDeniedError | NotFoundError)

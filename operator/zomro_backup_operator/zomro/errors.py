@@ -71,6 +71,21 @@ class OperationInProgressError(ZomroError):
     retryable = True
 
 
+class BackupLimitError(ZomroError):
+    """Zomro refuses another manual backup: the instance holds as many as it may (100 in all).
+
+    Repeating the call cannot help until a person (or a retention policy) deletes manual backups.
+    """
+
+
+class DailyBackupLimitError(BackupLimitError):
+    """Zomro refuses another manual backup today (5 a day): try again on the provider's next day."""
+
+
+class BackupProtectedError(ZomroError):
+    """Zomro refuses to delete a backup while its ``protected`` flag is on."""
+
+
 class ThrottledError(ZomroError):
     """The edge blocks or rate-limits this client (HTTP 403, 460 or 429)."""
 
@@ -131,3 +146,11 @@ class AmbiguousResultError(ZomroError):
     ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.candidate_ids = candidate_ids
+
+
+def may_mean_gone(exc: ZomroError) -> bool:
+    """Refusals of a change or delete that could mean "no such object", or do not say why:
+    worth a read to find out before calling the object gone."""
+    if isinstance(exc, InvalidValueError):
+        return not exc.field_errors or "elid" in exc.field_errors
+    return type(exc) is ZomroError or isinstance(exc, AccessDeniedError | NotFoundError)

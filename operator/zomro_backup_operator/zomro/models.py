@@ -135,3 +135,61 @@ class Instance:
     name: str
     ip: str | None = None
     status: str | None = None
+
+
+MAX_BACKUP_NAME_LENGTH = 100
+"""Zomro's panel allows manual backup names of up to 100 characters."""
+MIN_BACKUP_ROTATION = 1
+MAX_BACKUP_ROTATION = 10
+"""``backup_rotation``: how many scheduled backups an instance keeps, 1..10."""
+
+
+def validate_backup_name(value: str) -> str:
+    """Check a manual backup's name fits what Zomro takes; raise ValueError otherwise."""
+    if not value.strip() or len(value) > MAX_BACKUP_NAME_LENGTH:
+        raise ValueError(
+            f"backup name must be 1-{MAX_BACKUP_NAME_LENGTH} characters and not blank, "
+            f"got {len(value)}"
+        )
+    return value
+
+
+def validate_backup_rotation(value: int) -> int:
+    """Check a ``backup_rotation`` is one Zomro takes (1..10); raise ValueError otherwise."""
+    if isinstance(value, bool) or not MIN_BACKUP_ROTATION <= value <= MAX_BACKUP_ROTATION:
+        raise ValueError(
+            f"backup rotation must be {MIN_BACKUP_ROTATION}..{MAX_BACKUP_ROTATION}, got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A backup image of an instance, as Zomro lists it (``instances.fleio_bckps``)."""
+
+    id: str
+    name: str
+    backup_type: str
+    """Lowercased: ``auto`` (made by a schedule) or ``manual``; otherwise as Zomro says."""
+    status: str
+    """Fleio's status, lowercased: ``active`` is usable; others mean in progress or failed."""
+    created: datetime.datetime | None
+    """Naive, in Zomro's own clock (the provider's local time), as listed; None if not given."""
+    size_gb: float | None
+    protected: bool
+
+    @property
+    def usable(self) -> bool:
+        """True when the image is complete and can be restored from."""
+        return self.status == "active"
+
+
+@dataclass(frozen=True)
+class BackupListing:
+    """An instance's backups and the per-instance figures the same answer carries."""
+
+    backups: tuple[Backup, ...]
+    rotation: int | None
+    """``backup_rotation``: how many scheduled backups the instance keeps."""
+    manual_created_today: int | None
+    manual_created_total: int | None

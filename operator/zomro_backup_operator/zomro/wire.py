@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from zomro_backup_operator.zomro.errors import (
     AccessDeniedError,
     AuthenticationError,
+    BackupLimitError,
+    BackupProtectedError,
+    DailyBackupLimitError,
     InvalidValueError,
     LoginTemporarilyBlockedError,
     MalformedResponseError,
@@ -30,7 +33,7 @@ from zomro_backup_operator.zomro.errors import (
     ZomroError,
     ZomroTimeoutError,
 )
-from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULES
+from zomro_backup_operator.zomro.funcs import FUNC_BACKUP_EDIT, FUNC_IMAGE_DELETE, FUNC_SCHEDULES
 from zomro_backup_operator.zomro.models import (
     Instance,
     Schedule,
@@ -65,6 +68,9 @@ _TWO_FACTOR_HINTS = ("2fa", "totp", "tfa", "otp", "two-factor", "two factor")
 _REFUSED_LOGIN = frozenset({"badpassword", "blocked_ip", "blockgeoip", "blocked", "disabled"})
 _VALUE_TYPES = frozenset({"value", "missed", "exists", "badvalue", "toolong", "tooshort", "range"})
 _NOT_FOUND_TYPES = frozenset({"notfound", "not_found", "missing_object"})
+_DAY_LIMIT_HINTS = ("per day", "a day", "daily", "today", "24 hours")
+_LIMIT_HINTS = ("at most", "limit", "maximum", "no more than", "exceed")
+_SENT_BACKUP_FIELDS = frozenset({"name", "plid"})
 
 Json = object
 Doc = dict[str, object]
@@ -389,6 +395,9 @@ def to_exception(info: ErrorInfo, *, func: str) -> ZomroError:
     lowered = f"{info.message} {info.detail}".lower()
     if info.is_busy:
         return OperationInProgressError(message)
+    backup_refusal = _backup_refusal(info, func=func, message=message)
+    if backup_refusal is not None:
+        return backup_refusal
     if info.field_errors:
         return InvalidValueError(message, field_errors=info.field_errors)
     if obj == "blocklogon":
@@ -408,6 +417,27 @@ def to_exception(info: ErrorInfo, *, func: str) -> ZomroError:
         field_errors = {info.object: [text]} if info.object else {}
         return InvalidValueError(message, field_errors=field_errors)
     return ZomroError(message)
+
+
+def _backup_refusal(info: ErrorInfo, *, func: str, message: str) -> ZomroError | None:
+    """The refusals only backup writes get: a protected image, the manual backup limits.
+
+    Their exact form at Zomro is unverified, so they are told by meaning: a delete refused
+    naming protection; a manual backup refused for no field that was sent (a DRF
+    ``non_field_errors``, say) with a text about a limit, per day or in all.
+    """
+    texts = [info.object, info.message, info.detail]
+    texts += [f"{name} {' '.join(messages)}" for name, messages in info.field_errors.items()]
+    text = " ".join(texts).lower()
+    if func == FUNC_IMAGE_DELETE and "protect" in text:
+        return BackupProtectedError(message)
+    if func != FUNC_BACKUP_EDIT or set(info.field_errors) & _SENT_BACKUP_FIELDS:
+        return None
+    if not any(hint in text for hint in _LIMIT_HINTS):
+        return None
+    if any(hint in text for hint in _DAY_LIMIT_HINTS):
+        return DailyBackupLimitError(message)
+    return BackupLimitError(message)
 
 
 # --- HTTP level -----------------------------------------------------------------------------
