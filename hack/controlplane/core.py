@@ -50,6 +50,7 @@ PIN_KEYS = (
     "CONTAINERD_VERSION",
     "RUNC_VERSION",
     "ACTIONLINT_VERSION",
+    "PROMETHEUS_VERSION",
 )
 
 
@@ -320,6 +321,7 @@ WRAPPERS = {
     "containerd": ("github.com/containerd/containerd/v2", "CONTAINERD_VERSION"),
     "runc": ("github.com/opencontainers/runc", "RUNC_VERSION"),
     "actionlint": ("github.com/rhysd/actionlint", "ACTIONLINT_VERSION"),
+    "promtool": ("github.com/prometheus/prometheus", "PROMETHEUS_VERSION"),
 }
 
 
@@ -406,7 +408,7 @@ def ensure_built(pins: dict[str, str]) -> Path:
 
 
 def ensure_tool(pins: dict[str, str], name: str) -> str:
-    """A single-binary Go tool (actionlint), built once into bin/<name>-<version>/."""
+    """A single-binary Go tool (actionlint, promtool), built once into bin/<name>-<version>/."""
     require, key = WRAPPERS[name]
     dest = cache_dir() / "bin" / f"{name}-{pins[key]}"
     binary = dest / name
