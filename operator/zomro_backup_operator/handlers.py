@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from zomro_backup_operator import handling, runtime
+from zomro_backup_operator import backup_checks, handling, runtime
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
@@ -72,6 +72,20 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     )
     async def resync(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
         await handling.resync(
+            runtime.of(memo),
+            _resource({**kwargs, "meta": meta}),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+    @kopf.timer(
+        *resource,
+        registry=registry,
+        id="backups",
+        interval=config.backup_check_seconds,
+        initial_delay=lambda **_: config.backup_check_seconds * random.uniform(0.0, 0.5),
+    )
+    async def backups(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
+        await backup_checks.check(
             runtime.of(memo),
             _resource({**kwargs, "meta": meta}),
             deleting=bool(meta.get("deletionTimestamp")),

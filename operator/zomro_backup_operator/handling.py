@@ -15,6 +15,7 @@ import kopf
 from zomro_backup_operator import events, metrics, reconcile
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.failures import Failure, classify
+from zomro_backup_operator.instance_slot import InstanceSlot
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
 from zomro_backup_operator.resources import (
@@ -25,6 +26,7 @@ from zomro_backup_operator.resources import (
 )
 from zomro_backup_operator.runtime import Runtime
 from zomro_backup_operator.status import Readiness, changes, iso, synced
+from zomro_backup_operator.zomro.client import ZomroClient
 from zomro_backup_operator.zomro.errors import NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -73,17 +75,26 @@ async def connect(
     stack: contextlib.AsyncExitStack,
 ) -> Remote:
     """Zomro for this resource; its client stays open until ``stack`` closes."""
-    ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
-    credentials = await rt.credentials.get(ref, allow_last_known=deleting)
-    client = await stack.enter_async_context(rt.clients.lease(credentials))
+    client, slot = await lease(rt, desired, deleting=deleting, stack=stack)
     return Remote(
         zomro=client,
-        slot=rt.slots.get(credentials.fingerprint, desired.instance_id),
+        slot=slot,
         claims=rt.claims,
         indexed=res.claims_index,
         max_age=max_age,
         settle=rt.settings.create_settle_seconds,
     )
+
+
+async def lease(
+    rt: Runtime, desired: Desired, *, deleting: bool, stack: contextlib.AsyncExitStack
+) -> tuple[ZomroClient, InstanceSlot]:
+    """The Zomro client for the resource's credentials (open until ``stack`` closes) and the
+    slot of its instance under them."""
+    ref = rt.credentials.ref_for(desired.namespace, desired.secret_name)
+    credentials = await rt.credentials.get(ref, allow_last_known=deleting)
+    client = await stack.enter_async_context(rt.clients.lease(credentials))
+    return client, rt.slots.get(credentials.fingerprint, desired.instance_id)
 
 
 async def ensure(rt: Runtime, res: HandlerCall, retry: int) -> None:
@@ -158,6 +169,7 @@ async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
         _fail(rt, res, exc, retry, failure=waiting)
     rt.deleted.add(res.uid)
     rt.ready.drop(res.key)
+    rt.backups.drop(res.key)
     metrics.RECONCILES.labels(result="orphaned" if removal is Removal.ORPHANED else "deleted").inc()
     message = {
         Removal.DELETED: f"Deleted Zomro schedule {schedule_id}",
