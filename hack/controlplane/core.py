@@ -407,11 +407,17 @@ def ensure_built(pins: dict[str, str]) -> Path:
     return dest
 
 
+def tool_path(pins: dict[str, str], name: str) -> Path:
+    """Where the single-binary Go tool ``name`` is (or will be) built: bin/<name>-<version>/."""
+    _, key = WRAPPERS[name]
+    return cache_dir() / "bin" / f"{name}-{pins[key]}" / name
+
+
 def ensure_tool(pins: dict[str, str], name: str) -> str:
     """A single-binary Go tool (actionlint, promtool), built once into bin/<name>-<version>/."""
-    require, key = WRAPPERS[name]
-    dest = cache_dir() / "bin" / f"{name}-{pins[key]}"
-    binary = dest / name
+    require, _ = WRAPPERS[name]
+    binary = tool_path(pins, name)
+    dest = binary.parent
     if os.access(binary, os.X_OK):
         return str(binary)
     with locked(cache_dir() / "bin" / ".build.lock"):
