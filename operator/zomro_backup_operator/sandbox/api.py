@@ -8,7 +8,6 @@ sources are silent are the strict ones and are listed in docs/sandbox.md.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -19,7 +18,6 @@ from zomro_backup_operator.sandbox.faults import Faults
 from zomro_backup_operator.sandbox.model import (
     DAY_NAMES_EN,
     DAY_NAMES_RU,
-    PROVIDER_TZ,
     Backup,
     Instance,
     SandboxState,
@@ -117,6 +115,10 @@ class Api:
         }
 
     # ------------------------------------------------------------------ entry points
+
+    def run_schedules(self) -> int:
+        """Make the backups of every scheduled run up to the sandbox clock's now."""
+        return self.state.catch_up(self.faults.take_backup_run)
 
     def handle(
         self, params: Mapping[str, str], client_ip: str, *, second_factor: bool = False
@@ -293,8 +295,8 @@ class Api:
         }
 
     def _created(self, backup: Backup) -> str:
-        moment = datetime.datetime.fromtimestamp(backup.created_at, PROVIDER_TZ)
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
+        """Zomro's clock: the provider's wall time, ``YYYY-MM-DD HH:MM:SS``."""
+        return self.state.local(backup.created_at).strftime("%Y-%m-%d %H:%M:%S")
 
     def _backups(self, call: _Call) -> Doc:
         instance = self._instance(call, "elid")

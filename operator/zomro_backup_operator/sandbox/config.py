@@ -7,6 +7,7 @@ sandbox holds the default account of the contract: ``demo`` / ``demo`` owning ``
 from __future__ import annotations
 
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ import yaml
 
 DEFAULT_SESSION_TTL = 3600.0
 """Zomro ends a session one hour after its last request."""
+DEFAULT_PROVIDER_ZONE = "Europe/Kyiv"
+"""The zone whose wall clock schedules' days and times are read in (the panel's "GMT+3" that
+moves with daylight saving)."""
+DEFAULT_SCHEDULED_BACKUP_DURATION = 180.0
+SAME_MINUTE_MODES = ("one", "each")
+"""Two schedules of one instance at the same minute make one backup, or one backup each."""
 
 _ID_RE = re.compile(r"^[1-9]\d{0,18}$")
 
@@ -59,6 +66,12 @@ class SandboxConfig:
     login_block_seconds: float = 600.0
     backup_duration: float = 5.0
     """How long a manual backup keeps its instance busy (``runningoperation``)."""
+    scheduled_backup_duration: float = DEFAULT_SCHEDULED_BACKUP_DURATION
+    """Sandbox-clock seconds a scheduled backup is in progress before it is ``active``."""
+    scheduled_backups_busy: bool = True
+    """A scheduled backup in progress makes its instance refuse edits (``runningoperation``)."""
+    same_minute_runs: str = "one"
+    provider_zone: str = DEFAULT_PROVIDER_ZONE
     manual_backups_per_day: int = 5
     manual_backups_total: int = 100
     first_schedule_id: int = 14
@@ -102,6 +115,10 @@ def parse_config(raw: Any) -> SandboxConfig:
         "login_failures_before_block",
         "login_block_seconds",
         "backup_duration",
+        "scheduled_backup_duration",
+        "scheduled_backups_busy",
+        "same_minute_runs",
+        "provider_zone",
         "manual_backups_per_day",
         "manual_backups_total",
         "first_schedule_id",
@@ -122,12 +139,43 @@ def parse_config(raw: Any) -> SandboxConfig:
         login_failures_before_block=int(_non_negative(raw, "login_failures_before_block", 10)),
         login_block_seconds=_positive(raw, "login_block_seconds", 600.0),
         backup_duration=_non_negative(raw, "backup_duration", 5.0),
+        scheduled_backup_duration=_non_negative(
+            raw, "scheduled_backup_duration", DEFAULT_SCHEDULED_BACKUP_DURATION
+        ),
+        scheduled_backups_busy=_flag(raw, "scheduled_backups_busy", True),
+        same_minute_runs=same_minute_mode(raw.get("same_minute_runs", "one")),
+        provider_zone=provider_zone(raw.get("provider_zone", DEFAULT_PROVIDER_ZONE)),
         manual_backups_per_day=int(_non_negative(raw, "manual_backups_per_day", 5)),
         manual_backups_total=int(_non_negative(raw, "manual_backups_total", 100)),
         first_schedule_id=int(_positive(raw, "first_schedule_id", 14)),
         first_backup_id=int(_positive(raw, "first_backup_id", 3001)),
         faults=faults,
     )
+
+
+def provider_zone(value: Any) -> str:
+    """An IANA zone name the system knows; raise ConfigError otherwise."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError("provider_zone must be an IANA time zone name")
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        raise ConfigError(f"provider_zone {value!r} is not a known time zone") from exc
+    return value
+
+
+def same_minute_mode(value: Any) -> str:
+    """``one`` or ``each``; raise ConfigError otherwise."""
+    if value not in SAME_MINUTE_MODES:
+        raise ConfigError(f"same_minute_runs must be one of {', '.join(SAME_MINUTE_MODES)}")
+    return str(value)
+
+
+def _flag(raw: dict[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
 
 
 def _number(raw: dict[str, Any], key: str, default: float) -> float:

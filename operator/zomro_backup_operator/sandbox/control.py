@@ -11,6 +11,7 @@ anyone scripting a trial run against the sandbox use it from the installed packa
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -83,6 +84,11 @@ class SandboxControl:
         schedules: list[dict[str, Any]] = self.state()["instances"][instance_id]["schedules"]
         return schedules
 
+    def backups(self, instance_id: str) -> list[dict[str, Any]]:
+        """The backups of one instance (id, name, backup_type, status, protected, created)."""
+        backups: list[dict[str, Any]] = self.state()["instances"][instance_id]["backups"]
+        return backups
+
     def requests(self) -> list[dict[str, Any]]:
         """The request log: time, func, account, outcome, duration of every API call."""
         records: list[dict[str, Any]] = self._call("GET", "/requests")
@@ -107,6 +113,32 @@ class SandboxControl:
 
     def expire_sessions(self) -> int:
         return int(self._call("POST", "/expire-sessions")["expired"])
+
+    def settings(self) -> dict[str, Any]:
+        """``session_ttl``, ``scheduled_backups_busy``, ``same_minute_runs``."""
+        result: dict[str, Any] = self._call("GET", "/settings")
+        return result
+
+    def set_settings(self, **settings: Any) -> dict[str, Any]:
+        """Change the given settings, keep the others, e.g. ``set_settings(session_ttl=30)``."""
+        result: dict[str, Any] = self._call("PUT", "/settings", settings)
+        return result
+
+    # --------------------------------------------------------------- the sandbox's clock
+
+    def clock(self) -> datetime.datetime:
+        """The sandbox clock's now, as an aware UTC time."""
+        return _clock_time(self._call("GET", "/clock"))
+
+    def set_clock(self, at: datetime.datetime) -> datetime.datetime:
+        """Set the sandbox clock to an aware time; the runs up to it are made. Returns now."""
+        if at.tzinfo is None:
+            raise ValueError("set_clock needs an aware datetime: a naive one is ambiguous")
+        return _clock_time(self._call("PUT", "/clock", {"at": at.isoformat()}))
+
+    def advance_clock(self, seconds: float) -> datetime.datetime:
+        """Move the sandbox clock ahead; the runs up to it are made. Returns now."""
+        return _clock_time(self._call("POST", "/clock/advance", {"seconds": seconds}))
 
     def make_busy(self, instance_id: str, seconds: float) -> None:
         """Make the instance refuse edits with ``runningoperation`` for a while."""
@@ -157,6 +189,17 @@ class SandboxControl:
             "protected": protected,
         }
         return str(self._call("POST", "/backups", body)["id"])
+
+    def set_backup_protected(self, backup_id: str, protected: bool = True) -> dict[str, Any]:
+        """Turn a backup's ``protected`` flag on or off behind the client's back."""
+        result: dict[str, Any] = self._call(
+            "PATCH", f"/backups/{backup_id}", {"protected": protected}
+        )
+        return result
+
+
+def _clock_time(answer: dict[str, Any]) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(float(answer["now"]), datetime.UTC)
 
 
 class SandboxProcess:

@@ -14,6 +14,7 @@ BLOCK_STATUSES = (403, 460, 429)
 OUTAGE_MODES = ("reset", "503")
 NAME_CASES = ("lower", "upper")
 HOSTILE_MODES = ("truncated", "wrong_types", "html")
+BACKUP_RUN_MODES = ("fail", "late", "skip")
 
 
 class FaultError(ValueError):
@@ -55,6 +56,14 @@ class Faults:
     """The accounts ask for a second factor: a right password gets the code form, not a session."""
     hostile: str | None = None
     """Every call but the login answered 200 with a body that is not Zomro's document."""
+    backup_run_mode: str | None = None
+    """Scheduled runs ``fail`` (end in ``error``), are ``late`` or ``skip`` (no backup at all)."""
+    backup_run_seconds: float = 0.0
+    """How late a ``late`` run's backup appears."""
+    backup_run_instances: list[str] | None = None
+    """Only runs of these instances are affected; None means all."""
+    backup_run_count: int | None = None
+    """How many runs to affect; None means all while set."""
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     # ------------------------------------------------------------------ decisions
@@ -83,6 +92,18 @@ class Faults:
                 return None
             self.late_create_count -= 1
         return self.late_create_seconds, self.late_create_drop
+
+    def take_backup_run(self, instance_id: str) -> tuple[str, float] | None:
+        """The fault for this scheduled run of the instance, or None; counts the run."""
+        if self.backup_run_mode is None:
+            return None
+        if self.backup_run_instances is not None and instance_id not in self.backup_run_instances:
+            return None
+        if self.backup_run_count is not None:
+            if self.backup_run_count <= 0:
+                return None
+            self.backup_run_count -= 1
+        return self.backup_run_mode, self.backup_run_seconds
 
     def stored_name(self, name: str) -> str:
         """What the service makes of an (already trimmed) schedule name in the current mode."""
@@ -118,6 +139,10 @@ class Faults:
             "listing_delay",
             "two_factor",
             "hostile",
+            "backup_run_mode",
+            "backup_run_seconds",
+            "backup_run_instances",
+            "backup_run_count",
         ):
             setattr(self, name, getattr(fresh, name))
 
@@ -137,6 +162,14 @@ class Faults:
                 "drop": self.late_create_drop,
                 "count": self.late_create_count,
             }
+        runs: dict[str, Any] | None = None
+        if self.backup_run_mode is not None:
+            runs = {
+                "mode": self.backup_run_mode,
+                "seconds": self.backup_run_seconds,
+                "instances": self.backup_run_instances,
+                "count": self.backup_run_count,
+            }
         return {
             "error_rate": self.error_rate,
             "error_status": self.error_status,
@@ -149,6 +182,7 @@ class Faults:
             "listing_delay": self.listing_delay,
             "two_factor": self.two_factor,
             "hostile": self.hostile,
+            "backup_runs": runs,
         }
 
     def update(self, data: dict[str, Any], now: float) -> None:
@@ -317,6 +351,34 @@ def _set_hostile(f: Faults, value: Any, _now: float) -> None:
     f.hostile = value
 
 
+def _set_backup_runs(f: Faults, value: Any, _now: float) -> None:
+    if value is None or value is False:
+        f.backup_run_mode, f.backup_run_seconds = None, 0.0
+        f.backup_run_instances = f.backup_run_count = None
+        return
+    if isinstance(value, str):
+        value = {"mode": value}
+    _check_group(
+        value, "backup_runs", ("mode", "seconds", "instances", "count"), "null, a mode, or "
+    )
+    mode = value.get("mode")
+    if mode not in BACKUP_RUN_MODES:
+        raise FaultError(f"backup_runs.mode must be one of {BACKUP_RUN_MODES}")
+    seconds = _number(value.get("seconds", 0), "backup_runs.seconds", 0, 7 * 24 * 3600)
+    if mode == "late" and seconds <= 0:
+        raise FaultError("backup_runs of mode late needs seconds > 0")
+    instances = value.get("instances")
+    if instances is not None and (
+        not isinstance(instances, list) or not all(isinstance(i, str) for i in instances)
+    ):
+        raise FaultError("backup_runs.instances must be a list of instance ids or null")
+    count = value.get("count")
+    f.backup_run_mode = mode
+    f.backup_run_seconds = seconds if mode == "late" else 0.0
+    f.backup_run_instances = None if instances is None else list(instances)
+    f.backup_run_count = None if count is None else int(_number(count, "backup_runs.count", 0))
+
+
 _SETTERS = {
     "error_rate": _set_error_rate,
     "error_status": _set_error_status,
@@ -330,4 +392,5 @@ _SETTERS = {
     "listing_delay": _set_listing_delay,
     "two_factor": _set_two_factor,
     "hostile": _set_hostile,
+    "backup_runs": _set_backup_runs,
 }

@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from zomro_backup_operator.sandbox.clock import Clock
 from zomro_backup_operator.sandbox.config import SandboxConfig
+from zomro_backup_operator.sandbox.runs import run_times
 
-Clock = Callable[[], float]
-"""Seconds since the epoch, like :func:`time.time`."""
-
-PROVIDER_TZ = datetime.timezone(datetime.timedelta(hours=3), "GMT+3")
-"""Zomro's panel shows times and dates in GMT+3."""
+RunFate = Callable[[str], tuple[str, float] | None]
+"""Asked once per scheduled run with the instance id: None for a normal run, else the fault's
+mode (``fail``, ``late``, ``skip``) and, for ``late``, its seconds."""
 
 DAY_NAMES_EN = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 """Index = Zomro's day number: the week starts on Sunday = 0."""
@@ -66,6 +67,8 @@ class Instance:
     os_distro: str
     os_version: str
     busy_until: float = 0.0
+    manual_created: list[float] = field(default_factory=list)
+    """When each manual backup was taken: today's count includes deleted ones."""
 
 
 @dataclass
@@ -102,10 +105,24 @@ class Backup:
     image_size: str
     protected: bool
     fleio_id: str
+    failed: bool = False
 
     def status(self, now: float) -> str:
-        """Fleio's status: ``image_creating`` until the image is done, then ``active``."""
-        return "active" if now >= self.ready_at else "image_creating"
+        """Fleio's status: ``image_creating`` until the image is done, then ``active`` (or
+        ``error`` for a run that fails)."""
+        if now < self.ready_at:
+            return "image_creating"
+        return "error" if self.failed else "active"
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A scheduled run: its backup appears at ``due`` (its time, or later when late)."""
+
+    due: float
+    instance_id: str
+    scheduled: float
+    failed: bool = False
 
 
 @dataclass
@@ -141,8 +158,14 @@ class SandboxState:
     requests: list[RequestRecord] = field(default_factory=list)
     next_schedule_id: int = 0
     next_backup_id: int = 0
+    scheduled_backups_busy: bool = True
+    same_minute_runs: str = "one"
+    evaluated_until: float = 0.0
+    """Scheduled runs up to this sandbox-clock time have been made (or queued when late)."""
+    pending_runs: list[PendingRun] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.zone = ZoneInfo(self.config.provider_zone)
         self._passwords = {a.username: a.password for a in self.config.accounts}
         self._initial()
         if self.state_file is not None and self.state_file.exists():
@@ -163,6 +186,10 @@ class SandboxState:
 
     def _initial(self) -> None:
         self.session_ttl = self.config.session_ttl
+        self.scheduled_backups_busy = self.config.scheduled_backups_busy
+        self.same_minute_runs = self.config.same_minute_runs
+        self.evaluated_until = self.now()
+        self.pending_runs = []
         self.instances = {
             i.id: Instance(
                 id=i.id,
@@ -188,9 +215,13 @@ class SandboxState:
     def now(self) -> float:
         return self.clock()
 
+    def local(self, moment: float) -> datetime.datetime:
+        """A sandbox-clock time on the provider's wall clock (``provider_zone``)."""
+        return datetime.datetime.fromtimestamp(moment, self.zone)
+
     def today(self) -> str:
-        """The provider's calendar date (GMT+3), as ``YYYY-MM-DD``."""
-        return datetime.datetime.fromtimestamp(self.now(), PROVIDER_TZ).date().isoformat()
+        """The provider's calendar date, as ``YYYY-MM-DD``."""
+        return self.local(self.now()).date().isoformat()
 
     # ----------------------------------------------------------------- accounts and sessions
 
@@ -336,16 +367,13 @@ class SandboxState:
         return backup
 
     def manual_counts(self, instance_id: str) -> tuple[int, int]:
-        """Manual backups of the instance made today (provider date) and in total."""
+        """Manual backups of the instance taken today (provider date; deleted ones count too,
+        the stricter reading) and those it holds now."""
         today = self.today()
-        manual = [b for b in self.backups_of(instance_id) if b.backup_type == "manual"]
-        made_today = sum(
-            1
-            for b in manual
-            if datetime.datetime.fromtimestamp(b.created_at, PROVIDER_TZ).date().isoformat()
-            == today
-        )
-        return made_today, len(manual)
+        taken = self.instances[instance_id].manual_created
+        made_today = sum(1 for t in taken if self.local(t).date().isoformat() == today)
+        held = sum(1 for b in self.backups_of(instance_id) if b.backup_type == "manual")
+        return made_today, held
 
     def add_backup(
         self,
@@ -356,6 +384,23 @@ class SandboxState:
         duration: float = 0.0,
         protected: bool = False,
     ) -> Backup:
+        backup = self._make_backup(
+            instance_id, name, backup_type=backup_type, at=self.now(), duration=duration
+        )
+        backup.protected = protected
+        self.save()
+        return backup
+
+    def _make_backup(
+        self,
+        instance_id: str,
+        name: str,
+        *,
+        backup_type: str,
+        at: float,
+        duration: float,
+        failed: bool = False,
+    ) -> Backup:
         ident = self.next_backup_id
         self.next_backup_id += 1
         backup = Backup(
@@ -363,16 +408,76 @@ class SandboxState:
             instance_id=instance_id,
             name=name,
             backup_type=backup_type,
-            created_at=self.now(),
-            ready_at=self.now() + duration,
+            created_at=at,
+            ready_at=at + duration,
             image_size=f"{1 + (ident % 7) * 0.37:.2f}",
-            protected=protected,
+            protected=False,
             fleio_id=f"{ident:08x}-0000-4000-8000-{int(instance_id):012x}",
+            failed=failed,
         )
         self.backups[backup.id] = backup
-        if backup_type == "auto":
+        if backup_type == "manual":
+            self.instances[instance_id].manual_created.append(at)
+        else:
             self._rotate(instance_id)
-        self.save()
+        return backup
+
+    # ----------------------------------------------------------------- scheduled runs
+
+    def catch_up(self, fate: RunFate) -> int:
+        """Make the backups of every scheduled run since the last call, in time order, each
+        created at its run time (a late one at its time plus the delay). Returns how many.
+
+        Called before every request, so that jumping the clock a day ahead makes that day's
+        backups at once. A clock set back in time runs nothing until it passes the runs made.
+        """
+        now = self.now()
+        since = self.evaluated_until
+        if now <= since:
+            self.evaluated_until = now
+            return 0
+        runs = [*self.pending_runs, *self._new_runs(since, now, fate)]
+        runs.sort(key=lambda run: (run.due, int(run.instance_id)))
+        self.pending_runs = [run for run in runs if run.due > now]
+        made = 0
+        for run in runs:
+            if run.due <= now:
+                self._scheduled_backup(run)
+                made += 1
+        self.evaluated_until = now
+        if made:
+            self.save()
+        return made
+
+    def _new_runs(self, since: float, now: float, fate: RunFate) -> list[PendingRun]:
+        """The runs whose time falls in ``(since, now]``, as the faults decide them (asked in
+        time order, so that a counted fault takes the earliest runs)."""
+        schedules_at: dict[tuple[float, int], int] = {}
+        for schedule in self.schedules.values():
+            for instant in run_times(schedule.days, schedule.time, self.zone, since, now):
+                key = (instant, int(schedule.instance_id))
+                schedules_at[key] = schedules_at.get(key, 0) + 1
+        found: list[PendingRun] = []
+        for (instant, instance_number), count in sorted(schedules_at.items()):
+            instance_id = str(instance_number)
+            for _ in range(1 if self.same_minute_runs == "one" else count):
+                decided = fate(instance_id)
+                mode, delay = decided if decided is not None else ("", 0.0)
+                if mode == "skip":
+                    continue
+                due = instant + delay if mode == "late" else instant
+                found.append(PendingRun(due, instance_id, instant, failed=mode == "fail"))
+        return found
+
+    def _scheduled_backup(self, run: PendingRun) -> Backup:
+        instance = self.instances[run.instance_id]
+        duration = self.config.scheduled_backup_duration
+        name = f"{instance.name} {self.local(run.scheduled):%Y-%m-%d %H:%M}"
+        backup = self._make_backup(
+            instance.id, name, backup_type="auto", at=run.due, duration=duration, failed=run.failed
+        )
+        if self.scheduled_backups_busy:
+            instance.busy_until = max(instance.busy_until, backup.ready_at)
         return backup
 
     def _rotate(self, instance_id: str) -> None:
@@ -394,9 +499,20 @@ class SandboxState:
 
     # ----------------------------------------------------------------- views and persistence
 
+    def backup_json(self, backup: Backup) -> dict[str, Any]:
+        """A backup as the control endpoint shows it."""
+        return {
+            "id": backup.id,
+            "name": backup.name,
+            "backup_type": backup.backup_type,
+            "status": backup.status(self.now()),
+            "protected": backup.protected,
+            "created": self.local(backup.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+            "created_at": backup.created_at,
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """What ``GET /_sandbox/state`` shows: instances with their schedules and backups."""
-        now = self.now()
         return {
             "instances": {
                 i.id: {
@@ -406,16 +522,7 @@ class SandboxState:
                     "backup_rotation": i.backup_rotation,
                     "busy": self.is_busy(i),
                     "schedules": [s.to_json() for s in self.schedules_of(i.id)],
-                    "backups": [
-                        {
-                            "id": b.id,
-                            "name": b.name,
-                            "backup_type": b.backup_type,
-                            "status": b.status(now),
-                            "protected": b.protected,
-                        }
-                        for b in self.backups_of(i.id)
-                    ],
+                    "backups": [self.backup_json(b) for b in self.backups_of(i.id)],
                 }
                 for i in sorted(self.instances.values(), key=lambda i: int(i.id))
             },
@@ -434,6 +541,7 @@ class SandboxState:
             "schedules": [asdict(s) for s in self.schedules.values()],
             "backups": [asdict(b) for b in self.backups.values()],
             "backup_rotation": {i.id: i.backup_rotation for i in self.instances.values()},
+            "manual_created": {i.id: i.manual_created for i in self.instances.values()},
         }
         target = self.state_file
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -469,5 +577,8 @@ class SandboxState:
         for instance_id, rotation in data.get("backup_rotation", {}).items():
             if instance_id in self.instances:
                 self.instances[instance_id].backup_rotation = int(rotation)
+        for instance_id, taken in data.get("manual_created", {}).items():
+            if instance_id in self.instances:
+                self.instances[instance_id].manual_created = [float(t) for t in taken]
         self.next_schedule_id = max(self.next_schedule_id, int(data["next_schedule_id"]))
         self.next_backup_id = max(self.next_backup_id, int(data["next_backup_id"]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import socket
@@ -25,13 +26,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from zomro_backup_operator.sandbox.api import Api
+from zomro_backup_operator.sandbox.clock import Clock, SandboxClock
 from zomro_backup_operator.sandbox.config import (
+    ConfigError,
     SandboxConfig,
     default_config,
     load_config,
+    same_minute_mode,
 )
 from zomro_backup_operator.sandbox.faults import FaultError, Faults
-from zomro_backup_operator.sandbox.model import DAY_NAMES_EN, Clock, RequestRecord, SandboxState
+from zomro_backup_operator.sandbox.model import DAY_NAMES_EN, RequestRecord, SandboxState
 from zomro_backup_operator.sandbox.render import error_page, hostile_answer, read_params, render
 
 log = logging.getLogger("zomro_backup_operator.sandbox")
@@ -52,7 +56,8 @@ class Sandbox:
         clock: Clock = time.time,
     ) -> None:
         self.config = config or default_config()
-        self.state = SandboxState(self.config, clock=clock, state_file=state_file)
+        self.clock = SandboxClock(clock)
+        self.state = SandboxState(self.config, clock=self.clock, state_file=state_file)
         self.faults = Faults()
         self.faults.update(self.config.faults, self.state.now())
         self.api = Api(self.state, self.faults)
@@ -71,7 +76,16 @@ class Sandbox:
         self.faults.update(faults, self.state.now())
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[_control_takes_json_only])
+        @web.middleware
+        async def run_schedules_first(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # Runs are made lazily: every request, API or control, first sees those now due.
+            self.api.run_schedules()
+            return await handler(request)
+
+        app = web.Application(
+            client_max_size=1024 * 1024,
+            middlewares=[_control_takes_json_only, run_schedules_first],
+        )
         app.router.add_route("GET", "/", self.handle_api)
         app.router.add_route("POST", "/", self.handle_api)
         c = CONTROL_PREFIX
@@ -91,6 +105,10 @@ class Sandbox:
         app.router.add_patch(f"{c}/schedules/{{id}}", self.c_edit_schedule)
         app.router.add_delete(f"{c}/schedules/{{id}}", self.c_remove_schedule)
         app.router.add_post(f"{c}/backups", self.c_add_backup)
+        app.router.add_patch(f"{c}/backups/{{id}}", self.c_edit_backup)
+        app.router.add_get(f"{c}/clock", self.c_get_clock)
+        app.router.add_put(f"{c}/clock", self.c_set_clock)
+        app.router.add_post(f"{c}/clock/advance", self.c_advance_clock)
         app.router.add_post(f"{c}/instances/{{id}}/busy", self.c_busy)
         return app
 
@@ -197,20 +215,71 @@ class Sandbox:
         log.info("control faults cleared")
         return web.json_response(self.faults.to_json(self.state.now()))
 
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "session_ttl": self.state.session_ttl,
+            "scheduled_backups_busy": self.state.scheduled_backups_busy,
+            "same_minute_runs": self.state.same_minute_runs,
+        }
+
     async def c_get_settings(self, request: web.Request) -> web.Response:
-        return web.json_response({"session_ttl": self.state.session_ttl})
+        return web.json_response(self._settings())
 
     async def c_put_settings(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        unknown = set(body) - {"session_ttl"}
+        unknown = set(body) - set(self._settings())
         if unknown:
             raise _bad_request(f"unknown settings: {', '.join(sorted(unknown))}")
-        if "session_ttl" in body:
-            ttl = body["session_ttl"]
-            if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-                raise _bad_request("session_ttl must be a positive number of seconds")
-            self.state.session_ttl = float(ttl)
-        return web.json_response({"session_ttl": self.state.session_ttl})
+        ttl = body.get("session_ttl", self.state.session_ttl)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+            raise _bad_request("session_ttl must be a positive number of seconds")
+        busy = body.get("scheduled_backups_busy", self.state.scheduled_backups_busy)
+        if not isinstance(busy, bool):
+            raise _bad_request("scheduled_backups_busy must be true or false")
+        try:
+            same_minute = same_minute_mode(
+                body.get("same_minute_runs", self.state.same_minute_runs)
+            )
+        except ConfigError as exc:
+            raise _bad_request(str(exc)) from exc
+        self.state.session_ttl = float(ttl)
+        self.state.scheduled_backups_busy = busy
+        self.state.same_minute_runs = same_minute
+        return web.json_response(self._settings())
+
+    def _clock_json(self) -> dict[str, Any]:
+        now = self.state.now()
+        return {
+            "now": now,
+            "utc": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(),
+            "provider": self.state.local(now).isoformat(),
+            "zone": self.config.provider_zone,
+        }
+
+    async def c_get_clock(self, request: web.Request) -> web.Response:
+        return web.json_response(self._clock_json())
+
+    async def c_set_clock(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        at = _instant(body.get("at"))
+        self.clock.set(at)
+        made = self.api.run_schedules()
+        log.info("control set the clock to %s (%d scheduled backups made)", at, made)
+        return web.json_response(self._clock_json())
+
+    async def c_advance_clock(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        seconds = body.get("seconds")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds < 10 * 366 * 86400
+        ):
+            raise _bad_request("seconds must be a non-negative number of seconds (under 10 years)")
+        self.clock.advance(float(seconds))
+        made = self.api.run_schedules()
+        log.info("control advanced the clock %ss (%d scheduled backups made)", seconds, made)
+        return web.json_response(self._clock_json())
 
     async def c_expire_sessions(self, request: web.Request) -> web.Response:
         count = self.state.expire_sessions()
@@ -225,6 +294,7 @@ class Sandbox:
         return web.json_response({"ok": True})
 
     async def c_reset(self, request: web.Request) -> web.Response:
+        self.clock.reset()
         self.state.reset()
         self.faults.clear()
         self._in_process.clear()
@@ -278,6 +348,23 @@ class Sandbox:
         )
         return web.json_response({"id": backup.id}, status=201)
 
+    async def c_edit_backup(self, request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        backup = self.state.backups.get(ident)
+        if backup is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no backup {ident}"}))
+        body = await _json_body(request)
+        unknown = set(body) - {"protected"}
+        if unknown:
+            raise _bad_request(f"unknown backup fields: {', '.join(sorted(unknown))}")
+        protected = body.get("protected", backup.protected)
+        if not isinstance(protected, bool):
+            raise _bad_request("protected must be true or false")
+        backup.protected = protected
+        self.state.save()
+        log.info("control set backup %s protected=%s", ident, protected)
+        return web.json_response(self.state.backup_json(backup))
+
     async def c_busy(self, request: web.Request) -> web.Response:
         ident = request.match_info["id"]
         if ident not in self.state.instances:
@@ -328,6 +415,25 @@ async def _control_takes_json_only(request: web.Request, handler: Handler) -> we
             status=415,
         )
     return await handler(request)
+
+
+def _instant(value: Any) -> float:
+    """Epoch seconds, or an ISO 8601 time with its offset (a naive one is ambiguous)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        moment = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise _bad_request(f"at is not an ISO 8601 time: {value!r}") from exc
+        if parsed.tzinfo is None:
+            raise _bad_request("at needs an offset (e.g. Z or +02:00): a naive time is ambiguous")
+        moment = parsed.timestamp()
+    else:
+        raise _bad_request("at must be epoch seconds or an ISO 8601 time with an offset")
+    if not 0 <= moment < 2**33:
+        raise _bad_request("at is out of range")
+    return moment
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:
@@ -381,6 +487,11 @@ class RunningSandbox:
         return self.sandbox.faults
 
     @property
+    def clock(self) -> SandboxClock:
+        """The sandbox's clock: ``set(epoch)`` and ``advance(seconds)`` it directly."""
+        return self.sandbox.clock
+
+    @property
     def control_url(self) -> str:
         return self.url.rstrip("/") + CONTROL_PREFIX
 
@@ -390,6 +501,16 @@ class RunningSandbox:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    def set_clock(self, at: datetime.datetime) -> int:
+        """Set the sandbox clock (an aware time) and make the runs now due; returns how many."""
+        self.clock.set(at.timestamp())
+        return self.sandbox.api.run_schedules()
+
+    def advance_clock(self, seconds: float) -> int:
+        """Move the sandbox clock ahead and make the runs now due; returns how many."""
+        self.clock.advance(seconds)
+        return self.sandbox.api.run_schedules()
 
     def expire_sessions(self) -> int:
         return self.state.expire_sessions()
