@@ -4,7 +4,6 @@ server (server-side dry runs, Pod Security admission), plus `helm lint --strict`
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import temporary_namespace
+from harness import temporary_namespace, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
@@ -463,10 +462,7 @@ def promtool() -> Path:
     )
     info = json.loads(result.stdout)
     if not info["promtool_built"]:
-        reason = f"promtool is not built ({info['promtool']}); run `make promtool` once"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable("promtool", f"not built ({info['promtool']}); run `make promtool` once")
     return Path(info["promtool"])
 
 
