@@ -82,7 +82,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         registry=registry,
         id="backups",
         interval=config.backup_check_seconds,
-        initial_delay=lambda **_: config.backup_check_seconds * random.uniform(0.0, 0.5),
+        initial_delay=lambda **_: config.backup_check_seconds * random.uniform(0.5, 1.0),
     )
     async def backups(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
         await backup_checks.check(
