@@ -93,4 +93,5 @@ class FakeZomro:
 
     async def list_backups(self, instance_id: str) -> BackupListing:
         self._enter("list_backups", instance_id)
+        await asyncio.sleep(0)  # a real client yields while the request is out
         return BackupListing(tuple(self.backups.get(instance_id, [])), 3, 0, 0)

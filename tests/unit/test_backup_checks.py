@@ -3,6 +3,7 @@ what goes into status, when an Event is posted, what one listing serves, the met
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -111,6 +112,33 @@ async def test_the_schedules_of_one_instance_share_one_backups_listing_per_perio
         await backup_checks.check(world.rt, world.resource(status), deleting=False)
     assert world.zomro.calls.count("list_backups") == 1
     assert world.zomro.calls.count("list_schedules") == 1
+
+
+async def test_checks_that_run_at_once_share_one_backups_listing(world: World) -> None:
+    first, second = world.listed("first"), world.listed("second")
+    resources = [
+        world.resource({"scheduleId": ident, "observedGeneration": 1, "expectedRuns": WATCHED})
+        for ident in (first, second)
+    ]
+    await asyncio.gather(*(backup_checks.check(world.rt, r, deleting=False) for r in resources))
+    assert world.zomro.calls.count("list_backups") == 1
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [None, {"days": ["Someday"], "time": "02:01", "since": "2026-12-06T00:00:00Z"}, "garbage"],
+)
+async def test_missing_or_foreign_expectations_start_again_now(
+    world: World, recorded: object
+) -> None:
+    res = reconciled(world, {"expectedRuns": recorded})
+    await backup_checks.check(world.rt, res, deleting=False)
+    assert res.patch["status"]["expectedRuns"] == {
+        "days": ["Monday"],
+        "time": "02:01",
+        "since": "2026-12-07T00:30:00Z",
+    }
+    assert healthy(res.patch["status"])["reason"] == "AwaitingFirstRun"
 
 
 async def test_a_suspended_schedule_asks_zomro_nothing_and_expects_no_backup(world: World) -> None:
