@@ -31,6 +31,8 @@ schedules: one listing per instance per period."""
 async def check(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
     """Report the outcome of the schedule's backups. Leaves alone a resource being deleted or
     that no handler has reconciled at its current generation; a suspended one expects none."""
+    if deleting:
+        return
     if res.spec.get("suspend") is True:  # the one place suspension enters the backup check
         now = rt.clock.now()
         patch = status.suspended_changes(res.status, SUSPENDED_HEALTH, res.generation, now=now)
@@ -41,7 +43,7 @@ async def check(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
         observed = res.observed()
     except (InvalidSpecError, InvalidStatusError):  # the other handlers report these
         return
-    if deleting or observed.schedule_id is None or observed.observed_generation != res.generation:
+    if observed.schedule_id is None or observed.observed_generation != res.generation:
         return
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -166,6 +166,12 @@ async def test_a_resource_no_handler_has_reconciled_is_left_alone(
     assert res.patch == {}
 
 
+async def test_a_resource_being_deleted_is_left_alone_even_when_suspended(world: World) -> None:
+    res = reconciled(world, spec={**SPEC, "suspend": True})
+    await backup_checks.check(world.rt, res, deleting=True)
+    assert res.patch == {}
+
+
 async def test_a_failing_listing_changes_nothing(world: World) -> None:
     res = reconciled(world)
     world.zomro.fail["list_backups"] = ServerError("HTTP 503")
