@@ -180,6 +180,17 @@ async def test_a_run_just_after_midnight_is_made_on_the_new_provider_day(
     assert created(row) == kyiv(1, 0, 1, month=12)
 
 
+async def test_a_run_is_made_once_when_the_clock_reaches_its_very_second(
+    sb: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    schedule(sb, [1], "12:05")
+    sb.advance_clock(299)
+    assert await listed(http, sb) == []
+    for _ in range(3):
+        sb.advance_clock(1)  # 12:05:00 exactly, then within the same minute
+        assert [created(row) for row in await listed(http, sb)] == [kyiv(30, 12, 5)]
+
+
 async def test_a_week_ahead_makes_each_run_in_order_with_its_own_time(
     sb: RunningSandbox, http: httpx.AsyncClient
 ) -> None:

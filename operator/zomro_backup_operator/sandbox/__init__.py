@@ -4,6 +4,7 @@ It knows HTTP and Zomro's rules, nothing of Kubernetes and nothing of our client
 table and validation are written apart from ``zomro_backup_operator.zomro`` on purpose.
 """
 
+from zomro_backup_operator.sandbox.clock import SandboxClock
 from zomro_backup_operator.sandbox.command import serve
 from zomro_backup_operator.sandbox.config import SandboxConfig, load_config
 from zomro_backup_operator.sandbox.control import (
@@ -20,6 +21,7 @@ __all__ = [
     "ManualClock",
     "RunningSandbox",
     "Sandbox",
+    "SandboxClock",
     "SandboxConfig",
     "SandboxControl",
     "SandboxProcess",

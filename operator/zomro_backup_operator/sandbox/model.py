@@ -385,9 +385,13 @@ class SandboxState:
         protected: bool = False,
     ) -> Backup:
         backup = self._make_backup(
-            instance_id, name, backup_type=backup_type, at=self.now(), duration=duration
+            instance_id,
+            name,
+            backup_type=backup_type,
+            at=self.now(),
+            duration=duration,
+            protected=protected,
         )
-        backup.protected = protected
         self.save()
         return backup
 
@@ -399,6 +403,7 @@ class SandboxState:
         backup_type: str,
         at: float,
         duration: float,
+        protected: bool = False,
         failed: bool = False,
     ) -> Backup:
         ident = self.next_backup_id
@@ -411,7 +416,7 @@ class SandboxState:
             created_at=at,
             ready_at=at + duration,
             image_size=f"{1 + (ident % 7) * 0.37:.2f}",
-            protected=False,
+            protected=protected,
             fleio_id=f"{ident:08x}-0000-4000-8000-{int(instance_id):012x}",
             failed=failed,
         )
@@ -436,7 +441,10 @@ class SandboxState:
         if now <= since:
             self.evaluated_until = now
             return 0
-        runs = [*self.pending_runs, *self._new_runs(since, now, fate)]
+        runs = list(self.pending_runs)
+        # Runs are at whole minutes (zone offsets are whole minutes): none unless one was crossed.
+        if now // 60 > since // 60:
+            runs += self._new_runs(since, now, fate)
         runs.sort(key=lambda run: (run.due, int(run.instance_id)))
         self.pending_runs = [run for run in runs if run.due > now]
         made = 0
