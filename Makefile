@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit packaging test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint argocd-binary clean
+.PHONY: help venv lint format typecheck unit packaging test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint promtool argocd-binary clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ image: ## build the image from the Dockerfile (buildah, local Debian base), load
 actionlint: ## lint the GitHub Actions workflows with actionlint (built once from its Go module)
 	hack/control-plane actionlint .github/workflows/*.yml
 
+promtool: ## build (once) promtool from its Go module, which checks the chart's PrometheusRule
+	hack/control-plane promtool --version >/dev/null
+
 argocd-binary: ## build (once) argocd from its Go module into the cache
 	hack/argocd build
 
@@ -62,7 +65,7 @@ unit: $(STAMP) ## fast hermetic unit tests only
 packaging: $(STAMP) ## what ships: hadolint, the chart and manifests, the lock
 	$(PY) -m pytest tests/packaging $(PYTEST_ARGS)
 
-test: $(STAMP) lint typecheck actionlint node-binaries image argocd-binary ## everything: lint, types, unit, API-server, Argo CD and node e2e tests
+test: $(STAMP) lint typecheck actionlint promtool node-binaries image argocd-binary ## everything: lint, types, unit, API-server, Argo CD and node e2e tests
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 e2e: $(STAMP) node-binaries image ## only the e2e tests: the image in Pods on the node (helm, kustomize, kills)

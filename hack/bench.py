@@ -7,8 +7,8 @@ one account owning M instances. Measures:
 
 - time until every resource is Ready, and per resource apply -> Ready (p50/p95, from a watch),
 - Zomro calls per created schedule (the sandbox's request log),
-- while idle for several resync periods: Zomro calls per period and writes to the API server
-  (MODIFIED events of the BackupSchedules on a watch),
+- while idle for several resync periods: Zomro calls per period (schedule and backup listings)
+  and writes to the API server (MODIFIED events of the BackupSchedules on a watch),
 - the operator's RSS (VmRSS, and VmHWM: the peak) from /proc,
 - time to delete all (finalizers included, until the API server has none left).
 
@@ -164,6 +164,8 @@ class Seen:
 
     ready_at: dict[str, float] = field(default_factory=dict)
     gone_at: dict[str, float] = field(default_factory=dict)
+    checked: set[str] = field(default_factory=set)
+    """Resources whose backups the operator has checked once (BackupsHealthy in status)."""
     events: list[tuple[float, str, str, str]] = field(default_factory=list)
     """(time, type, name, resourceVersion) of every event."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -210,6 +212,11 @@ def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threa
                         seen.ready_at[name] = now
                     if kind == "DELETED":
                         seen.gone_at[name] = now
+                    elif any(
+                        c.get("type") == "BackupsHealthy"
+                        for c in (body.get("status") or {}).get("conditions") or []
+                    ):
+                        seen.checked.add(name)
                 if stop.is_set():
                     break
         except ApiException as exc:
@@ -319,6 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "KUBECONFIG": str(plane.kubeconfig),
             "ZOMRO_API_URL": sandbox.url,
             "ZOMRO_RESYNC_SECONDS": str(args.resync),
+            "ZOMRO_BACKUP_CHECK_SECONDS": str(args.backup_check or args.resync),
             "ZOMRO_MAX_REQUESTS_PER_SECOND": str(args.rps),
             "ZOMRO_METRICS_PORT": "0",
             "ZOMRO_LOG_LEVEL": args.log_level,
@@ -394,6 +402,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"all Ready in {all_ready:.1f}s; Zomro holds {remote_total} schedules")
 
         # ---- settle, then idle ------------------------------------------------------------
+        wait_until(
+            "every resource's first backup check",
+            lambda: len(seen.checked) >= args.resources,
+            ready_timeout,
+        )
         quiet_for = 3.0
         wait_until(
             "the API server to go quiet after the creates",
@@ -437,11 +450,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         periods = args.idle_periods
         idle_lists = sum(1 for r in idle_requests if r["func"] == "instances.fleio_bckps.schedule")
+        idle_backup_lists = sum(1 for r in idle_requests if r["func"] == "instances.fleio_bckps")
         return {
             "settings": {
                 "resources": args.resources,
                 "instances": args.instances,
                 "resync_seconds": args.resync,
+                "backup_check_seconds": args.backup_check or args.resync,
                 "max_requests_per_second": args.rps,
                 "idle_periods": periods,
                 "create_concurrency": args.concurrency,
@@ -471,6 +486,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "zomro_calls": len(idle_requests),
                 "zomro_calls_per_period": round(len(idle_requests) / periods, 1),
                 "schedule_lists_per_period": round(idle_lists / periods, 1),
+                "backup_lists_per_period": round(idle_backup_lists / periods, 1),
                 "zomro_calls_by_func": funcs(idle_requests),
                 "zomro_failures": failures(idle_requests),
                 "api_writes": idle_writes,
@@ -562,7 +578,13 @@ def table(result: dict[str, Any]) -> str:
         ("apply -> Ready p50 / p95", latency, ""),
         ("Zomro calls per created schedule", f"{c['zomro_calls_per_schedule']:.2f}", "<= 3"),
         ("exactly one schedule each", str(c["exactly_one_each"]), "True"),
-        ("idle Zomro calls per period", idle_calls, f"<= {s['instances']}"),
+        ("idle Zomro calls per period", idle_calls, f"<= {2 * s['instances']}"),
+        (
+            "  of which schedule lists",
+            f"{i['schedule_lists_per_period']:.1f}",
+            f"<= {s['instances']}",
+        ),
+        ("  of which backup lists", f"{i['backup_lists_per_period']:.1f}", f"<= {s['instances']}"),
         ("idle writes to the API server", str(i["api_writes"]), "0"),
         ("operator RSS peak (VmHWM)", f"{m['peak_rss_mb']:.0f} MB", "<= 200 MB"),
         ("delete all", f"{d['all_gone_seconds']:.1f} s", "<= 60 s"),
@@ -582,6 +604,12 @@ def main() -> int:
     parser.add_argument("--resync", type=float, default=20.0, help="ZOMRO_RESYNC_SECONDS")
     parser.add_argument(
         "--rps", type=float, default=10.0, help="ZOMRO_MAX_REQUESTS_PER_SECOND (operator: 5)"
+    )
+    parser.add_argument(
+        "--backup-check",
+        type=float,
+        default=0.0,
+        help="ZOMRO_BACKUP_CHECK_SECONDS (0: the resync period, so a period holds one of each)",
     )
     parser.add_argument("--idle-periods", type=int, default=3, help="resync periods to idle")
     parser.add_argument("--concurrency", type=int, default=16, help="parallel API calls to apply")

@@ -14,6 +14,8 @@ kubelet, kube-proxy, kube-scheduler) that runs Pods.
                                        KUBECONFIG
     hack/control-plane info            JSON facts for tools (bin dir, state dir, kubeconfig...)
     hack/control-plane actionlint ARGS build actionlint once and run it
+    hack/control-plane promtool ARGS   build promtool once and run it (checks the chart's
+                                       PrometheusRule)
     hack/control-plane pin [NAME...]   regenerate hack/controlplane/*/go.mod and go.sum from
                                        versions.env
 
@@ -75,6 +77,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     pins = core.read_pins()
     state = core.state_dir()
     running = core.is_running(state)
+    promtool = core.tool_path(pins, "promtool")
     facts = {
         "cache_dir": str(core.cache_dir()),
         "bin_dir": str(core.bin_dir(pins)),
@@ -88,13 +91,19 @@ def cmd_info(args: argparse.Namespace) -> None:
         "node": bool(running and running.get("node")),
         "node_name": node.NODE_NAME,
         "node_kubeconfig": str(state / "pki" / "kubelet.kubeconfig"),
+        "promtool": str(promtool),
+        "promtool_built": os.access(promtool, os.X_OK),
         "versions": pins,
     }
     print(json.dumps(facts, indent=2))
 
 
-def run_actionlint(args: list[str]) -> None:
-    binary = core.ensure_tool(core.read_pins(), "actionlint")
+TOOLS = ("actionlint", "promtool")
+"""Single-binary Go tools run as `hack/control-plane TOOL ARGS...` (built once)."""
+
+
+def run_tool(name: str, args: list[str]) -> None:
+    binary = core.ensure_tool(core.read_pins(), name)
     sys.stdout.flush()
     os.execv(binary, [binary, *args])  # noqa: S606 (our own build, no shell)
 
@@ -128,7 +137,8 @@ def parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image")
     image.add_argument("--tag", help="tag the image so (default <version>-dev.<digest>)")
     image.set_defaults(handler=cmd_image)
-    sub.add_parser("actionlint", help="its own arguments follow (see main)")
+    for tool in TOOLS:
+        sub.add_parser(tool, help="its own arguments follow (see main)")
     pin = sub.add_parser("pin")
     pin.add_argument("names", nargs="*", help=f"of: kubernetes {' '.join(core.WRAPPERS)}")
     pin.set_defaults(handler=cmd_pin)
@@ -136,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    if argv[1:2] == ["actionlint"]:  # every later argument is actionlint's own
-        run_actionlint(argv[2:])
+    if argv[1:2] and argv[1] in TOOLS:  # every later argument is the tool's own
+        run_tool(argv[1], argv[2:])
     args = parser().parse_args(argv[1:])
     args.handler(args)

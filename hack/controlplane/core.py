@@ -50,6 +50,7 @@ PIN_KEYS = (
     "CONTAINERD_VERSION",
     "RUNC_VERSION",
     "ACTIONLINT_VERSION",
+    "PROMETHEUS_VERSION",
 )
 
 
@@ -320,6 +321,7 @@ WRAPPERS = {
     "containerd": ("github.com/containerd/containerd/v2", "CONTAINERD_VERSION"),
     "runc": ("github.com/opencontainers/runc", "RUNC_VERSION"),
     "actionlint": ("github.com/rhysd/actionlint", "ACTIONLINT_VERSION"),
+    "promtool": ("github.com/prometheus/prometheus", "PROMETHEUS_VERSION"),
 }
 
 
@@ -405,11 +407,17 @@ def ensure_built(pins: dict[str, str]) -> Path:
     return dest
 
 
+def tool_path(pins: dict[str, str], name: str) -> Path:
+    """Where the single-binary Go tool ``name`` is (or will be) built: bin/<name>-<version>/."""
+    _, key = WRAPPERS[name]
+    return cache_dir() / "bin" / f"{name}-{pins[key]}" / name
+
+
 def ensure_tool(pins: dict[str, str], name: str) -> str:
-    """A single-binary Go tool (actionlint), built once into bin/<name>-<version>/."""
-    require, key = WRAPPERS[name]
-    dest = cache_dir() / "bin" / f"{name}-{pins[key]}"
-    binary = dest / name
+    """A single-binary Go tool (actionlint, promtool), built once into bin/<name>-<version>/."""
+    require, _ = WRAPPERS[name]
+    binary = tool_path(pins, name)
+    dest = binary.parent
     if os.access(binary, os.X_OK):
         return str(binary)
     with locked(cache_dir() / "bin" / ".build.lock"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import kopf
 
-from zomro_backup_operator import handling, runtime
+from zomro_backup_operator import backup_checks, handling, runtime
 from zomro_backup_operator.backup_handlers import register_backup_kinds
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.handling import HandlerCall
@@ -75,6 +76,20 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         await handling.keep_in_step(runtime.of(memo), snapshot, stopped.wait)
 
     register_backup_kinds(registry, config)
+
+    @kopf.timer(
+        *resource,
+        registry=registry,
+        id="backups",
+        interval=config.backup_check_seconds,
+        initial_delay=lambda **_: config.backup_check_seconds * random.uniform(0.5, 1.0),
+    )
+    async def backups(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
+        await backup_checks.check(
+            runtime.of(memo),
+            _resource({**kwargs, "meta": meta}),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
 
 
 def _resource(kwargs: dict[str, Any]) -> HandlerCall:

@@ -288,6 +288,7 @@ async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
         _fail(rt, res, exc, retry, failure=classify(exc).holding("deletion"))
     rt.deleted.add(res.uid)
     rt.ready.drop(res.key)
+    rt.backups.drop(res.key)
     metrics.RECONCILES.labels(result="orphaned" if removal is Removal.ORPHANED else "deleted").inc()
     message = {
         Removal.DELETED: f"Deleted Zomro schedule {schedule_id}",

@@ -1,6 +1,7 @@
 """One instance under one credential set (an ``InstanceSlot``): the lock its decisions take,
-its last listing (so N resources on one instance cost one Zomro list per period), and the worker
-that sends its creates in batches. ``Slots`` holds them by (credentials, instance)."""
+its last listings of schedules and of backups (so N resources on one instance cost one Zomro
+list of each per period), and the worker that sends its creates in batches. ``Slots`` holds them
+by (credentials, instance)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
-from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec
+from zomro_backup_operator.zomro.models import BackupListing, Schedule, ScheduleSpec
+
+T = TypeVar("T")
 
 CreateMany = Callable[[Sequence[ScheduleSpec]], Awaitable[Sequence[Schedule | Exception]]]
 """Creates schedules on the slot's instance; one result (the Schedule or its error) per spec."""
@@ -23,13 +27,41 @@ class _Create:
 
 
 @dataclass
+class Listing(Generic[T]):
+    """The last answer of one listing call, reused while younger than a maximum age. Callers
+    that ask at once share one call."""
+
+    value: T | None = None
+    fetched_at: float = 0.0
+    _fetching: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def get(
+        self,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> T:
+        async with self._fetching:
+            if self.value is None or clock() - self.fetched_at >= max_age:
+                self.value = await fetch()
+                self.fetched_at = clock()
+            return self.value
+
+    def invalidate(self) -> None:
+        self.value = None
+
+
+@dataclass
 class InstanceSlot:
-    """One instance under one credential set: a lock for decisions, the last listing, and the
+    """One instance under one credential set: a lock for decisions, the last listings, and the
     creates on their way to Zomro."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    rows: list[Schedule] | None = None
-    fetched_at: float = 0.0
+    listed: Listing[list[Schedule]] = field(default_factory=Listing)
+    """The instance's schedules; our own writes are applied to it as they happen."""
+    backups_listed: Listing[BackupListing] = field(default_factory=Listing)
+    """The instance's backups, shared by the backup checks of all its schedules."""
     in_flight: dict[str, str] = field(default_factory=dict)
     """Schedule name -> owning resource, for creates queued or sent but not yet listed back:
     the listing cannot show them yet, so decisions look here too."""
@@ -95,11 +127,17 @@ class InstanceSlot:
         process the cache only misses changes made behind the operator's back, which is what
         ``max_age`` (the resync period) bounds.
         """
-        now = clock()
-        if self.rows is None or now - self.fetched_at >= max_age:
-            self.rows = list(await fetch())
-            self.fetched_at = clock()
-        return list(self.rows)
+        return list(await self.listed.get(fetch, max_age=max_age, clock=clock))
+
+    async def backups(
+        self,
+        fetch: Callable[[], Awaitable[BackupListing]],
+        *,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> BackupListing:
+        """The instance's backups, from the last listing if it is younger than ``max_age``."""
+        return await self.backups_listed.get(fetch, max_age=max_age, clock=clock)
 
     @property
     def idle(self) -> bool:
@@ -108,24 +146,27 @@ class InstanceSlot:
         return not (self.lock.locked() or self.in_flight or self.accepted or busy or self._queue)
 
     def invalidate(self) -> None:
-        self.rows = None
+        self.listed.invalidate()
 
     def added(self, schedule: Schedule) -> None:
-        if self.rows is not None:
-            self.rows = [row for row in self.rows if row.id != schedule.id] + [schedule]
+        rows = self.listed.value
+        if rows is not None:
+            self.listed.value = [row for row in rows if row.id != schedule.id] + [schedule]
 
     def changed(self, schedule_id: str, spec: ScheduleSpec) -> None:
-        if self.rows is not None:
-            self.rows = [
+        rows = self.listed.value
+        if rows is not None:
+            self.listed.value = [
                 replace(row, name=spec.name, days=spec.days, time=spec.time)
                 if row.id == schedule_id
                 else row
-                for row in self.rows
+                for row in rows
             ]
 
     def removed(self, schedule_id: str) -> None:
-        if self.rows is not None:
-            self.rows = [row for row in self.rows if row.id != schedule_id]
+        rows = self.listed.value
+        if rows is not None:
+            self.listed.value = [row for row in rows if row.id != schedule_id]
 
 
 def _settle(done: asyncio.Future[Schedule], result: Schedule | Exception) -> None:

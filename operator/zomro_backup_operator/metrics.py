@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter(
@@ -39,6 +41,22 @@ ROTATION_CORRECTIONS = Counter(
     "zomro_operator_rotation_corrections",
     "Zomro backup rotations (BackupRetention) restored after a change behind the operator's back.",
 )
+BACKUP_LABELS = ["namespace", "name", "instance"]
+LAST_SUCCESSFUL_BACKUP = Gauge(
+    "zomro_operator_last_successful_backup_timestamp_seconds",
+    "When the newest usable backup attributed to the BackupSchedule was created (Unix time).",
+    BACKUP_LABELS,
+)
+BACKUP_OVERDUE = Gauge(
+    "zomro_operator_backup_overdue",
+    "1 while the BackupSchedule's BackupsHealthy condition is False with reason BackupOverdue.",
+    BACKUP_LABELS,
+)
+BACKUP_FAILED = Gauge(
+    "zomro_operator_backup_failed",
+    "1 while the BackupSchedule's BackupsHealthy condition is False with reason BackupFailed.",
+    BACKUP_LABELS,
+)
 
 
 def observe_request(func: str, outcome: str, seconds: float) -> None:
@@ -64,6 +82,41 @@ class ReadyTracker:
         ready = sum(self._ready.values())
         SCHEDULES.labels(ready="true").set(ready)
         SCHEDULES.labels(ready="false").set(len(self._ready) - ready)
+
+
+class BackupTracker:
+    """The per-schedule backup series: set by each check, removed with the resource."""
+
+    def __init__(self) -> None:
+        self._labels: dict[str, tuple[str, str, str]] = {}
+
+    def set(
+        self,
+        namespace: str,
+        name: str,
+        instance: str,
+        *,
+        last_successful: float | None,
+        overdue: bool,
+        failed: bool,
+    ) -> None:
+        labels = (namespace, name, instance)
+        key = f"{namespace}/{name}"
+        if self._labels.get(key, labels) != labels:
+            self.drop(key)
+        self._labels[key] = labels
+        if last_successful is not None:
+            LAST_SUCCESSFUL_BACKUP.labels(*labels).set(last_successful)
+        BACKUP_OVERDUE.labels(*labels).set(int(overdue))
+        BACKUP_FAILED.labels(*labels).set(int(failed))
+
+    def drop(self, key: str) -> None:
+        labels = self._labels.pop(key, None)
+        if labels is None:
+            return
+        for gauge in (LAST_SUCCESSFUL_BACKUP, BACKUP_OVERDUE, BACKUP_FAILED):
+            with contextlib.suppress(KeyError):  # never set (no successful backup yet)
+                gauge.remove(*labels)
 
 
 def serve(port: int) -> None:

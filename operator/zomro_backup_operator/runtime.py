@@ -107,6 +107,7 @@ class Runtime:
     slots: Slots = field(default_factory=Slots)
     claims: Claims = field(default_factory=Claims)
     ready: metrics.ReadyTracker = field(default_factory=metrics.ReadyTracker)
+    backups: metrics.BackupTracker = field(default_factory=metrics.BackupTracker)
     deleted: Recent = field(default_factory=Recent)
     """uids whose deletion this process completed: kopf may run the deletion handler once more
     on an event that was already queued when the finalizer came off."""

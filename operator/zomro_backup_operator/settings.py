@@ -41,6 +41,10 @@ class Settings:
     timeout_seconds: float = 30.0
     create_settle_seconds: float = 120.0
     """After a create whose answer was lost, how long it may take to show up in a listing."""
+    backup_check_seconds: float = 600.0
+    """How often each instance's backups are listed (docs/backups.md)."""
+    backup_grace_seconds: float = 10800.0
+    """How long after an expected run a missing (or unfinished) backup becomes overdue."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     metrics_port: int = 9090
@@ -72,6 +76,8 @@ class Settings:
             create_settle_seconds=_number(
                 env, "ZOMRO_CREATE_SETTLE_SECONDS", max(120.0, timeout), minimum=timeout
             ),
+            backup_check_seconds=_number(env, "ZOMRO_BACKUP_CHECK_SECONDS", 600.0, minimum=1.0),
+            backup_grace_seconds=_number(env, "ZOMRO_BACKUP_GRACE_SECONDS", 10800.0, minimum=1.0),
             log_format=_choice(env, "ZOMRO_LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]
             log_level=_choice(
                 env, "ZOMRO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True

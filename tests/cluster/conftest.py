@@ -283,6 +283,9 @@ def operator(
         {
             "ZOMRO_API_URL": sandbox.url,
             "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
+            # No backup check within a test unless it asks (test_backup_outcomes.py): its first
+            # status write and listings would land in other tests' idle windows and call counts.
+            "ZOMRO_BACKUP_CHECK_SECONDS": "3600",
             "ZOMRO_METRICS_PORT": "0",
             "ZOMRO_LOG_LEVEL": "DEBUG",
             "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",

@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -35,7 +35,16 @@ from argocd_harness import (
     write_schedule,
 )
 from conftest import ControlPlane
-from harness import CRD, INSTANCE, PASSWORD, USERNAME, Cluster, OperatorProcess, wait_for
+from harness import (
+    CRD,
+    INSTANCE,
+    PASSWORD,
+    USERNAME,
+    Cluster,
+    OperatorProcess,
+    unavailable,
+    wait_for,
+)
 
 from zomro_backup_operator.sandbox.control import SandboxProcess
 
@@ -48,10 +57,8 @@ QUIET_COMPARISONS = 3
 """How many of Argo CD's periodic comparisons must pass with nothing to sync."""
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"Argo CD unavailable under CI: {reason}", pytrace=False)
-    pytest.skip(f"Argo CD unavailable: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    unavailable("Argo CD", reason)
 
 
 @pytest.fixture(scope="module")

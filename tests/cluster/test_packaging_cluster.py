@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import temporary_namespace
+from harness import temporary_namespace, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
@@ -414,3 +414,117 @@ def test_helm_notes_warn_when_default_credentials_serve_every_namespace(
     text = " ".join(notes.split())
     assert "WARNING: every BackupSchedule that names no Secret of its own, in ANY namespace" in text
     assert "For production, list the namespaces" in text
+
+
+# ---- the PrometheusRule, checked and exercised by the real promtool ---------------------------
+
+PROMTOOL_TESTS = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: zomro_operator_backup_overdue{namespace="team",name="nightly",instance="5203773"}
+        values: 0 0 1x20
+      - series: zomro_operator_backup_failed{namespace="team",name="nightly",instance="5203773"}
+        values: 0x22
+      - series: zomro_operator_backup_failed{namespace="team",name="weekly",instance="5203773"}
+        values: 1x22
+      - series: zomro_operator_schedules{ready="true"}
+        values: 2x40
+      - series: zomro_operator_reconciles_total{result="synced"}
+        values: 0+1x10 10x30
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: ZomroBackupOverdue
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: ZomroBackupOverdue
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: team, name: nightly, instance: "5203773"}
+      - eval_time: 8m
+        alertname: ZomroBackupFailed
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: team, name: weekly, instance: "5203773"}
+      - eval_time: 12m
+        alertname: ZomroBackupOperatorNotReconciling
+        exp_alerts: []
+      - eval_time: 32m
+        alertname: ZomroBackupOperatorNotReconciling
+        exp_alerts:
+          - exp_labels: {severity: warning}
+      - eval_time: 32m
+        alertname: ZomroBackupOperatorDown
+        exp_alerts:
+          - exp_labels: {severity: warning}
+"""
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """promtool as `make promtool` builds it (part of `make test`); under CI its absence fails."""
+    result = subprocess.run(
+        [str(REPO / "hack" / "control-plane"), "info"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=True,
+    )
+    info = json.loads(result.stdout)
+    if not info["promtool_built"]:
+        unavailable("promtool", f"not built ({info['promtool']}); run `make promtool` once")
+    return Path(info["promtool"])
+
+
+def _prometheus_rule(helm: Helm, *args: str) -> list[dict[str, Any]]:
+    rendered = helm("template", "zbo", str(CHART), "-n", "ops", *args).stdout
+    return [d for d in _docs(rendered) if d["kind"] == "PrometheusRule"]
+
+
+def _with_annotations(rule: dict[str, Any], tests: str) -> dict[str, Any]:
+    """The promtool tests, each expected alert with its rule's annotations as Prometheus expands
+    them for the alert's labels (promtool compares annotations too)."""
+    annotations = {r["alert"]: r["annotations"] for r in rule["spec"]["groups"][0]["rules"]}
+    spec: dict[str, Any] = yaml.safe_load(tests)
+    for case in spec["tests"][0]["alert_rule_test"]:
+        for alert in case["exp_alerts"]:
+            expanded = {}
+            for key, text in annotations[case["alertname"]].items():
+                for label, value in alert["exp_labels"].items():
+                    text = text.replace(f"{{{{ $labels.{label} }}}}", str(value))
+                expanded[key] = text
+            alert["exp_annotations"] = expanded
+    return spec
+
+
+def test_the_prometheus_rule_is_off_by_default(helm: Helm) -> None:
+    assert _prometheus_rule(helm) == []
+
+
+def test_the_prometheus_rule_passes_promtool_and_its_alerts_fire_as_documented(
+    helm: Helm, promtool: Path, tmp_path: Path
+) -> None:
+    (rule,) = _prometheus_rule(
+        helm,
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.prometheusRule.labels.release=kube-prometheus",
+    )
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(_with_annotations(rule, PROMTOOL_TESTS)))
+
+    checked = subprocess.run(
+        [str(promtool), "check", "rules", "rules.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 4 rules found" in checked.stdout
+    tested = subprocess.run(
+        [str(promtool), "test", "rules", "tests.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -12,13 +12,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from zomro_backup_operator.zomro.errors import AccessDeniedError, NotFoundError
-from zomro_backup_operator.zomro.models import Instance, Schedule, ScheduleSpec
+from zomro_backup_operator.zomro.models import (
+    Backup,
+    BackupListing,
+    Instance,
+    Schedule,
+    ScheduleSpec,
+)
 
 
 @dataclass(eq=False)  # compared and hashed by identity, like the client it stands in for
 class FakeZomro:
     instances: dict[str, str] = field(default_factory=lambda: {"5203773": "MyServer"})
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    backups: dict[str, list[Backup]] = field(default_factory=dict)
+    """Backups by instance id."""
     calls: list[str] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
     """Names of each create_schedules call, in order."""
@@ -82,3 +90,8 @@ class FakeZomro:
     async def delete_schedule(self, instance_id: str, schedule_id: str) -> None:
         self._enter("delete_schedule", instance_id)
         self.schedules.pop(schedule_id, None)
+
+    async def list_backups(self, instance_id: str) -> BackupListing:
+        self._enter("list_backups", instance_id)
+        await asyncio.sleep(0)  # a real client yields while the request is out
+        return BackupListing(tuple(self.backups.get(instance_id, [])), 3, 0, 0)

@@ -28,6 +28,7 @@ DEGRADED_REASONS = (
     "ZomroUnavailable",
     "Conflict",
 )
+BACKUP_DEGRADED_REASONS = ("BackupFailed", "BackupOverdue")
 
 
 def health_of(obj: dict[str, Any], script: str | None = None) -> dict[str, str]:
@@ -71,13 +72,17 @@ def test_samples_cover_every_health_state_and_every_failure_reason() -> None:
     statuses = {case["healthStatus"]["status"] for case in spec["tests"]}
     assert statuses == {"Healthy", "Progressing", "Degraded", "Suspended"}
     degraded_reasons = {
-        yaml.safe_load((CHECK_DIR / case["inputPath"]).read_text())["status"]["conditions"][0][
-            "reason"
-        ]
+        next(
+            condition["reason"]
+            for condition in yaml.safe_load((CHECK_DIR / case["inputPath"]).read_text())["status"][
+                "conditions"
+            ]
+            if condition["status"] == "False"
+        )
         for case in spec["tests"]
         if case["healthStatus"]["status"] == "Degraded"
     }
-    assert degraded_reasons == set(DEGRADED_REASONS)
+    assert degraded_reasons == {*DEGRADED_REASONS, *BACKUP_DEGRADED_REASONS}
 
 
 def test_every_sample_file_is_used_by_health_test_yaml() -> None:
@@ -104,6 +109,38 @@ def test_each_failure_reason_at_the_current_generation_is_degraded_with_its_mess
     obj = _sample("synced")
     obj["status"]["conditions"][0].update(status="False", reason=reason, message="what went wrong")
     assert health_of(obj) == {"status": "Degraded", "message": f"{reason}: what went wrong"}
+
+
+def _with_backups(status: str, reason: str) -> dict[str, Any]:
+    obj = _sample("synced")
+    obj["status"]["conditions"].append(
+        {"type": "BackupsHealthy", "status": status, "reason": reason, "message": "about backups"}
+    )
+    return obj
+
+
+@pytest.mark.parametrize("reason", BACKUP_DEGRADED_REASONS)
+def test_a_synced_schedule_whose_backups_fail_or_are_overdue_is_degraded(reason: str) -> None:
+    assert health_of(_with_backups("False", reason)) == {
+        "status": "Degraded",
+        "message": f"{reason}: about backups",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("Unknown", "AwaitingFirstRun"), ("True", "BackupCompleted"), ("Unknown", "Suspended")],
+)
+def test_backups_not_failing_leave_a_synced_schedule_healthy(status: str, reason: str) -> None:
+    assert health_of(_with_backups(status, reason))["status"] == "Healthy"
+
+
+def test_a_schedule_that_is_not_ready_stays_degraded_by_its_own_reason_whatever_the_backups() -> (
+    None
+):
+    obj = _with_backups("False", "BackupOverdue")
+    obj["status"]["conditions"][0].update(status="False", reason="AuthFailed", message="denied")
+    assert health_of(obj) == {"status": "Degraded", "message": "AuthFailed: denied"}
 
 
 def test_a_failure_for_an_older_generation_waits_for_the_new_spec() -> None:

@@ -229,7 +229,7 @@ async def test_a_schedule_gone_since_the_cached_listing_is_looked_up_again_and_r
 ) -> None:
     stale = world.listed(at="05:00")
     slot = world.rt.slots.get(CREDENTIALS.fingerprint, INSTANCE)
-    slot.rows, slot.fetched_at = list(world.zomro.schedules.values()), time.time()
+    slot.listed.value, slot.listed.fetched_at = list(world.zomro.schedules.values()), time.time()
     del world.zomro.schedules[stale]  # removed at Zomro after our last listing
 
     res = world.resource({"scheduleId": stale, "observedGeneration": 1})

@@ -97,6 +97,7 @@ def test_settings_have_the_documented_defaults() -> None:
     assert settings.api_url == "https://api.zomro.com/"
     assert settings.resync_seconds == 300
     assert settings.default_credentials is None
+    assert (settings.backup_check_seconds, settings.backup_grace_seconds) == (600, 10800)
 
 
 def test_settings_are_read_from_the_environment() -> None:
@@ -105,11 +106,14 @@ def test_settings_are_read_from_the_environment() -> None:
             "ZOMRO_CREDENTIALS_SECRET": "ops/zomro",
             "ZOMRO_RESYNC_SECONDS": "30",
             "ZOMRO_LOG_FORMAT": "JSON",
+            "ZOMRO_BACKUP_CHECK_SECONDS": "60",
+            "ZOMRO_BACKUP_GRACE_SECONDS": "7200",
         }
     )
     assert settings.default_credentials == SecretRef("ops", "zomro")
     assert settings.resync_seconds == 30
     assert settings.log_format == "json"
+    assert (settings.backup_check_seconds, settings.backup_grace_seconds) == (60, 7200)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +122,8 @@ def test_settings_are_read_from_the_environment() -> None:
         ({"ZOMRO_CREDENTIALS_SECRET": "no-slash"}, "ZOMRO_CREDENTIALS_SECRET"),
         ({"ZOMRO_RESYNC_SECONDS": "soon"}, "ZOMRO_RESYNC_SECONDS"),
         ({"ZOMRO_RESYNC_SECONDS": "0"}, "ZOMRO_RESYNC_SECONDS"),
+        ({"ZOMRO_BACKUP_CHECK_SECONDS": "0"}, "ZOMRO_BACKUP_CHECK_SECONDS"),
+        ({"ZOMRO_BACKUP_GRACE_SECONDS": "later"}, "ZOMRO_BACKUP_GRACE_SECONDS"),
         ({"ZOMRO_API_URL": "ftp://x"}, "ZOMRO_API_URL"),
         ({"ZOMRO_LOG_FORMAT": "xml"}, "ZOMRO_LOG_FORMAT"),
     ],

@@ -9,11 +9,12 @@ from typing import Any, cast
 import kopf
 import pytest
 
+from zomro_backup_operator.backup_outcomes import AWAITING, Assessment, Expectations, Health
 from zomro_backup_operator.failures import NEEDS_PERSON_BACKOFF, TRANSIENT_BACKOFF, classify
 from zomro_backup_operator.reconcile import ConflictError
 from zomro_backup_operator.resources import InvalidSpecError, Timing
 from zomro_backup_operator.secret_store import CredentialsError
-from zomro_backup_operator.status import SUSPENDED, Readiness, changes, synced
+from zomro_backup_operator.status import SUSPENDED, Readiness, backup_changes, changes, synced
 from zomro_backup_operator.zomro import errors as z
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday
 
@@ -189,3 +190,25 @@ def test_a_converted_schedule_says_both_clocks_in_ready() -> None:
     assert readiness.message.endswith(
         "runs Monday, Friday at 02:01 on Zomro's clock (Sunday at 20:00 America/New_York)"
     )
+
+
+def test_the_ready_and_backups_healthy_conditions_never_overwrite_each_other() -> None:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    status = reconciled_status()
+    assessment = Assessment(
+        health=Health("Unknown", AWAITING, "the first run is due at ..."),
+        expectations=Expectations(SCHEDULE.days, SCHEDULE.time, now),
+        last_backup=None,
+        last_successful=None,
+    )
+    status.update(backup_changes(status, assessment, 1, now=now))
+    kinds = [c["type"] for c in cast(list[dict[str, Any]], status["conditions"])]
+    assert kinds == ["Ready", "BackupsHealthy"]
+
+    failing = changes(
+        status, Readiness(False, "ZomroUnavailable", "down"), 1, now="2026-01-02T00:00:00Z"
+    )
+    by_kind = {c["type"]: c for c in failing["conditions"]}
+    assert by_kind["Ready"]["reason"] == "ZomroUnavailable"
+    assert by_kind["BackupsHealthy"]["reason"] == AWAITING
+    assert backup_changes(status, assessment, 1, now=now) == {}

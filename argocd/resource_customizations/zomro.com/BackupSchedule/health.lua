@@ -1,11 +1,15 @@
 -- Argo CD health check for zomro.com/BackupSchedule.
---   Healthy      Ready=True, reconciled at the current metadata.generation
+--   Healthy      Ready=True, reconciled at the current metadata.generation, and backups not
+--                failing (BackupsHealthy True, or Unknown while the first run is not due yet)
 --   Progressing  no status yet, status older than the spec, Ready Unknown, or creating/deleting
---   Degraded     Ready=False for a failure (bad credentials, missing instance, Zomro down, ...)
+--   Degraded     Ready=False for a failure (bad credentials, missing instance, Zomro down, ...),
+--                or BackupsHealthy=False (BackupFailed, BackupOverdue): Zomro holds the
+--                schedule but its last expected run left no usable backup
 --   Suspended    spec.suspend: true, or Ready reason Suspended
 local hs = {}
 
 local progressing_reasons = { Creating = true, Deleting = true }
+local failing_backup_reasons = { BackupFailed = true, BackupOverdue = true }
 
 local function current_generation_of(ready)
   local generation = obj.metadata and obj.metadata.generation
@@ -16,12 +20,12 @@ local function current_generation_of(ready)
   return generation == nil or (observed ~= nil and observed >= generation)
 end
 
-local function ready_condition()
+local function condition_of(kind)
   if obj.status == nil or obj.status.conditions == nil then
     return nil
   end
   for _, condition in ipairs(obj.status.conditions) do
-    if condition.type == "Ready" then
+    if condition.type == kind then
       return condition
     end
   end
@@ -51,7 +55,7 @@ if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
   return hs
 end
 
-local ready = ready_condition()
+local ready = condition_of("Ready")
 if ready == nil then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to reconcile"
@@ -67,6 +71,14 @@ end
 if ready.reason == "Suspended" then
   hs.status = "Suspended"
   hs.message = describe(ready, "Suspended")
+  return hs
+end
+
+local backups = condition_of("BackupsHealthy")
+if ready.status == "True" and backups ~= nil and backups.status == "False"
+    and failing_backup_reasons[backups.reason or ""] then
+  hs.status = "Degraded"
+  hs.message = describe(backups, "BackupsUnhealthy")
   return hs
 end
 
