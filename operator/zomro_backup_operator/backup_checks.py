@@ -105,6 +105,8 @@ def _report(
         overdue=health.overdue,
         failed=health.failed,
     )
+    if before is None and health.status == "Unknown":
+        return  # a first "nothing to judge yet" is no news: no Event for every new resource
     if before is None or (before.get("status"), before.get("reason")) != (
         health.status,
         health.reason,

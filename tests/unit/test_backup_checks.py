@@ -85,6 +85,15 @@ async def test_a_nights_backup_goes_into_status_once_with_one_event(world: World
     assert len(world.events) == 1
 
 
+async def test_a_schedule_whose_first_run_is_not_due_gets_unknown_without_an_event(
+    world: World,
+) -> None:
+    res = reconciled(world, {"expectedRuns": None})  # its first check: nothing is due yet
+    await backup_checks.check(world.rt, res, deleting=False)
+    assert healthy(res.patch["status"])["status"] == "Unknown"
+    assert world.events == []  # after an upgrade, 10 000 of these would be noise
+
+
 async def test_a_failed_backup_posts_a_warning_only_when_the_condition_changes(
     world: World,
 ) -> None:
