@@ -213,3 +213,20 @@ def test_with_nothing_changing_the_check_writes_nothing(night: Night) -> None:
         timeout=30,
     )
     assert (night.cluster.get("nightly") or {})["metadata"]["resourceVersion"] == version
+
+
+def test_an_edit_refused_while_a_scheduled_backup_runs_lands_once_it_is_done(
+    night: Night,
+) -> None:
+    night.sandbox.control.set_settings(scheduled_backups_busy=True)  # Zomro's rule, on here
+    night.schedule("busy")
+
+    night.after_run(minutes=1)  # the 02:00 backup is being taken: the instance refuses edits
+    night.cluster.patch_spec("busy", time="03:30")
+    refused = night.cluster.wait_reason("busy", "ZomroUnavailable")
+    assert "OperationInProgressError" in refused["message"]
+
+    night.after_run(minutes=10)  # the backup is done, the instance free again
+    night.cluster.wait_ready("busy", timeout=180)
+    [row] = night.sandbox.control.schedules(INSTANCE)
+    assert row["time"] == "03:30"  # changed in place, once the instance allowed it
