@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit packaging test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint argocd-binary clean
+.PHONY: help venv lint format typecheck unit process packaging test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint argocd-binary clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ argocd-binary: ## build (once) argocd from its Go module into the cache
 
 unit: $(STAMP) ## fast hermetic unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+process: $(STAMP) ## the commands as processes: the doctor, the sandbox, argocd on the health scripts
+	$(PY) -m pytest tests/process $(PYTEST_ARGS)
 
 packaging: $(STAMP) ## what ships: hadolint, the chart and manifests, the lock
 	$(PY) -m pytest tests/packaging $(PYTEST_ARGS)

@@ -459,7 +459,7 @@ async def test_a_second_call_on_a_busy_session_is_refused_while_the_first_is_in_
     sb: RunningSandbox, http: httpx.AsyncClient
 ) -> None:
     sid = await login(http, sb)
-    sb.set_faults(latency=1.5)
+    sb.set_faults(latency=0.5)  # the second call comes in this window, on loopback
     first = asyncio.create_task(call(http, sb, func="instances", auth=sid))
     deadline = time.monotonic() + 5
     while sb.sandbox.calls_in_process == 0:

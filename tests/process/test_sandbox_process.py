@@ -1,4 +1,5 @@
-"""The sandbox as its own process: the CLI, the state file, and the sync control client."""
+"""The sandbox as its own process: the CLI, the state file, and the sync control client (its
+configuration without a process: tests/unit/test_sandbox_config.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from zomro_backup_operator.sandbox import Sandbox, SandboxControl, start_sandbox_process
-from zomro_backup_operator.sandbox.command import exposure_warning
-from zomro_backup_operator.sandbox.config import ConfigError, load_config, parse_config
+from zomro_backup_operator.sandbox import SandboxControl, start_sandbox_process
 from zomro_backup_operator.sandbox.control import SandboxControlError
-from zomro_backup_operator.sandbox.faults import FaultError
+
+pytestmark = pytest.mark.process
 
 INSTANCE = "5203773"
 
@@ -155,40 +155,6 @@ def test_sync_control_client_drives_a_sandbox_process_through_an_outage() -> Non
         assert control.requests() == []
 
 
-def test_the_example_config_loads_with_its_two_accounts() -> None:
-    example = Path(__file__).resolve().parents[2] / "examples" / "sandbox-config.yaml"
-    config = load_config(example)
-    assert [a.username for a in config.accounts] == ["demo", "other"]
-    assert config.accounts[0].instances[0].id == INSTANCE
-    assert config.session_ttl == 3600
-
-
-@pytest.mark.parametrize(
-    ("raw", "complaint"),
-    [
-        ({"accounts": [{"username": "a", "password": "p", "instances": [{"id": "x1"}]}]}, "id"),
-        (
-            {
-                "accounts": [
-                    {"username": "a", "password": "p", "instances": [{"id": 1, "name": "n"}]},
-                    {"username": "b", "password": "p", "instances": [{"id": 1, "name": "m"}]},
-                ]
-            },
-            "twice",
-        ),
-        ({"accounts": [{"username": "a:b", "password": "p"}]}, "username"),
-        ({"session_ttl": 0}, "session_ttl"),
-        ({"sesion_ttl": 10}, "unknown"),
-        ({"faults": {"outage": "maybe"}}, "outage"),
-    ],
-)
-def test_invalid_configs_are_refused_with_the_offending_entry_named(
-    raw: dict[str, object], complaint: str
-) -> None:
-    with pytest.raises((ConfigError, FaultError), match=complaint):
-        Sandbox(parse_config(raw))
-
-
 @pytest.mark.parametrize("content", ['{"version": 1}', "not json", '{"version": 99}'])
 def test_an_unusable_state_file_exits_with_a_message_instead_of_losing_it(
     tmp_path: Path, content: str
@@ -205,21 +171,6 @@ def test_an_unusable_state_file_exits_with_a_message_instead_of_losing_it(
     assert result.returncode == 2
     assert "state" in result.stderr
     assert state.read_text() == content
-
-
-@pytest.mark.parametrize("addresses", [["0.0.0.0"], ["127.0.0.1", "192.0.2.7"], ["::"]])  # noqa: S104
-def test_the_sandbox_warns_loudly_when_it_listens_beyond_loopback(addresses: list[str]) -> None:
-    # Judged on the addresses actually bound; not bound here, so no test exposes a sandbox.
-    warning = exposure_warning(addresses)
-    assert warning is not None
-    assert warning.startswith("WARNING: the sandbox listens on")
-    assert "no authentication" in warning
-    assert "not production" in warning
-
-
-@pytest.mark.parametrize("addresses", [["127.0.0.1"], ["::1", "127.0.0.1"], ["127.0.0.5"]])
-def test_loopback_addresses_raise_no_exposure_warning(addresses: list[str]) -> None:
-    assert exposure_warning(addresses) is None
 
 
 def test_the_sandbox_is_quiet_about_exposure_on_loopback(tmp_path: Path) -> None:

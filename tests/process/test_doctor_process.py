@@ -17,6 +17,8 @@ from zomro_backup_operator.cli_tools.access import ExitCode
 from zomro_backup_operator.cli_tools.write_test import MARK
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 
+pytestmark = pytest.mark.process
+
 INSTANCE = "5203773"
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytestmark = pytest.mark.process
+
 REPO = Path(__file__).resolve().parents[2]
 HACK_ARGOCD = REPO / "hack" / "argocd"
 ARGOCD_CM = REPO / "argocd" / "argocd-cm.yaml"
