@@ -22,7 +22,7 @@ venv: $(STAMP) ## create .venv with the project and its test dependencies
 
 # hack/control-plane, hack/argocd and hack/bench are thin launchers of the hack/controlplane and
 # hack/argocdlib packages and of hack/bench.py: all are checked.
-HACK_PY := hack/controlplane hack/control-plane hack/argocdlib hack/argocd hack/bench.py hack/bench
+HACK_PY := hack/devkit hack/controlplane hack/control-plane hack/argocdlib hack/argocd hack/bench.py hack/bench
 
 lint: $(STAMP) ## ruff lint and format check, and the import boundaries (lint-imports)
 	$(VENV)/bin/ruff check operator tests $(HACK_PY)
@@ -36,7 +36,7 @@ format: $(STAMP) ## apply ruff fixes and formatting
 typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-plane
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests
-	$(VENV)/bin/mypy hack/controlplane hack/control-plane
+	$(VENV)/bin/mypy hack/devkit hack/controlplane hack/control-plane
 	$(VENV)/bin/mypy hack/argocdlib hack/argocd
 	$(VENV)/bin/mypy --strict hack/bench.py
 

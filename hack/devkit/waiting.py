@@ -1,0 +1,42 @@
+"""One way to wait: poll a condition until it holds or a deadline passes, then fail saying what
+was awaited and what the last look showed. Never a fixed sleep in its place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """The condition did not hold in time. An AssertionError, so that a test that waits fails
+    as a failed assertion, with the message."""
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 60.0,
+    deadline: float | None = None,
+    interval: float = 0.2,
+) -> T:
+    """Call ``probe`` every ``interval`` seconds until it returns something truthy, and return
+    that. After ``timeout`` seconds (or at ``deadline``, a time.monotonic() value, when given)
+    raise WaitTimeout naming ``what`` and the last value seen. ``probe`` may raise to stop early
+    (a process that died, say)."""
+    end = deadline if deadline is not None else time.monotonic() + timeout
+    waited = time.monotonic()
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= end:
+            break
+        time.sleep(interval)
+    raise WaitTimeout(
+        f"timed out after {time.monotonic() - waited:.0f}s waiting for {what}; last: {last!r}"
+    )
