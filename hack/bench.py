@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from devkit.processes import free_port
+from devkit.waiting import wait_for
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -118,28 +119,12 @@ def sandbox_config(instances: int) -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL)
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-def wait_until(what: str, probe: Any, timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -167,6 +152,8 @@ class Seen:
     events: list[tuple[float, str, str, str]] = field(default_factory=list)
     """(time, type, name, resourceVersion) of every event."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    listed: threading.Event = field(default_factory=threading.Event)
+    """Set once the watch has its starting resourceVersion."""
 
     def count(self, kind: str, since: float, until: float = float("inf")) -> int:
         with self.lock:
@@ -180,6 +167,7 @@ class Seen:
 def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threading.Event) -> None:
     custom = client.CustomObjectsApi(api)
     version = _list(custom, namespace)["metadata"]["resourceVersion"]
+    seen.listed.set()
     while not stop.is_set():
         stream = watch.Watch()  # type: ignore[no-untyped-call]
         try:
@@ -351,7 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             operator = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        wait_until("the operator's liveness endpoint", lambda: http_ok(liveness), 60)
+        wait_for("the operator's liveness endpoint", lambda: http_ok(liveness), timeout=60)
         say(f"operator pid {operator.pid} up; namespace {namespace}; sandbox {sandbox.url}")
 
         seen = Seen()
@@ -359,7 +347,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             target=watch_forever, args=(api, namespace, seen, stop), daemon=True
         )
         watcher.start()
-        time.sleep(0.5)  # let the watch open before the first create
+        # Listed: every create from now on has a later resourceVersion, so the watch sees it.
+        wait_for("the watch to list the namespace", seen.listed.is_set, timeout=60)
 
         # ---- create -------------------------------------------------------------------
         sandbox.control.clear_requests()
@@ -376,10 +365,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             list(pool.map(create, bodies))
         applied = time.monotonic() - started
         ready_timeout = args.ready_timeout or max(120.0, args.resources * 2.0 / args.rps * 3)
-        wait_until(
+        wait_for(
             "every resource to be Ready",
             lambda: len(seen.ready_at) >= args.resources,
-            ready_timeout,
+            timeout=ready_timeout,
             interval=0.1,
         )
         all_ready = max(seen.ready_at.values()) - started
@@ -395,10 +384,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # ---- settle, then idle ------------------------------------------------------------
         quiet_for = 3.0
-        wait_until(
+        wait_for(
             "the API server to go quiet after the creates",
             lambda: time.monotonic() - seen.last_event() >= quiet_for,
-            120,
+            timeout=120,
         )
         sandbox.control.clear_requests()
         idle_start = time.monotonic()
@@ -421,10 +410,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(delete, bodies))
-        wait_until(
+        wait_for(
             "every resource to be gone",
             lambda: len(seen.gone_at) >= args.resources,
-            ready_timeout,
+            timeout=ready_timeout,
             interval=0.1,
         )
         delete_all = max(seen.gone_at.values()) - started

@@ -3,6 +3,7 @@ was awaited and what the last look showed. Never a fixed sleep in its place."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,14 +30,36 @@ def wait_for(
     (a process that died, say)."""
     end = deadline if deadline is not None else time.monotonic() + timeout
     waited = time.monotonic()
-    last: T | None = None
     while True:
         last = probe()
         if last:
             return last
         if time.monotonic() >= end:
-            break
+            raise _timed_out(what, waited, last)
         time.sleep(interval)
-    raise WaitTimeout(
-        f"timed out after {time.monotonic() - waited:.0f}s waiting for {what}; last: {last!r}"
+
+
+async def wait_for_async(
+    what: str,
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 60.0,  # noqa: ASYNC109 (wait_for's signature: the failure names `what`)
+    interval: float = 0.01,
+) -> T:
+    """wait_for inside an event loop: the same deadline and message, but it yields to the loop
+    between looks (so that what it waits on can happen in the same loop)."""
+    end = time.monotonic() + timeout
+    waited = time.monotonic()
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= end:
+            raise _timed_out(what, waited, last)
+        await asyncio.sleep(interval)
+
+
+def _timed_out(what: str, since: float, last: object) -> WaitTimeout:
+    return WaitTimeout(
+        f"timed out after {time.monotonic() - since:.0f}s waiting for {what}; last: {last!r}"
     )

@@ -1,5 +1,6 @@
 """Running the real operator process against the session's API server and a sandbox, and
-waiting on conditions (never on fixed sleeps)."""
+waiting on conditions (never on fixed sleeps): `wait_for` and `free_port` are hack/devkit's,
+re-exported here for the cluster tests."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
+from devkit.processes import free_port as free_port
+from devkit.waiting import wait_for as wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
-from zomro_backup_operator.resources import ready_at_generation as is_ready_now
+from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_generation
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
@@ -53,30 +53,6 @@ accounts:
       - {{id: "{RIVAL_INSTANCE}", name: Rival}}
 login_failures_before_block: 0
 """
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.2
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 @contextlib.contextmanager
@@ -189,17 +165,8 @@ class Cluster:
         """Wait until Ready=True at the resource's current generation; return the resource."""
 
         def probe() -> dict[str, Any] | None:
-            body = self.get(name) or {}
-            generation = body.get("metadata", {}).get("generation")
-            condition = self.ready(name) or {}
-            status = body.get("status") or {}
-            if (
-                condition.get("status") == "True"
-                and condition.get("observedGeneration") == generation
-                and status.get("observedGeneration") == generation
-            ):
-                return body
-            return None
+            body = self.get(name)
+            return body if body is not None and ready_at_generation(body) else None
 
         return wait_for(f"{name} Ready=True", probe, timeout=timeout)
 
@@ -336,12 +303,12 @@ def wait_all_ready(
 
     def probe() -> dict[str, dict[str, Any]] | None:
         bodies = list_bodies(cluster)
-        ready = {n: bodies[n] for n in names if n in bodies and is_ready_now(bodies[n])}
+        ready = {n: bodies[n] for n in names if n in bodies and ready_at_generation(bodies[n])}
         return ready if len(ready) == len(names) else None
 
     def pending() -> list[str]:
         bodies = list_bodies(cluster)
-        return [n for n in names if n not in bodies or not is_ready_now(bodies[n])]
+        return [n for n in names if n not in bodies or not ready_at_generation(bodies[n])]
 
     try:
         return wait_for(f"{len(names)} resources Ready", probe, timeout=timeout, interval=0.5)

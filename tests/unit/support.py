@@ -1,9 +1,8 @@
-"""Helpers the unit tests share: a controllable clock with its sleep, and a free loopback port."""
+"""Helpers the unit tests share: a controllable clock with its sleep."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 
 
@@ -24,11 +23,3 @@ class FakeTime:
         if self.on_sleep is not None:
             self.on_sleep(seconds)
         await asyncio.sleep(0)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from support import FakeTime, free_port
+from devkit.processes import free_port
+from support import FakeTime
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import AccountConfig, InstanceConfig, SandboxConfig

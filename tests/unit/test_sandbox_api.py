@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from devkit.waiting import wait_for_async
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import parse_config
@@ -461,10 +461,9 @@ async def test_a_second_call_on_a_busy_session_is_refused_while_the_first_is_in_
     sid = await login(http, sb)
     sb.set_faults(latency=0.5)  # the second call comes in this window, on loopback
     first = asyncio.create_task(call(http, sb, func="instances", auth=sid))
-    deadline = time.monotonic() + 5
-    while sb.sandbox.calls_in_process == 0:
-        assert time.monotonic() < deadline, "the first call never reached the sandbox"
-        await asyncio.sleep(0.01)
+    await wait_for_async(
+        "the first call to reach the sandbox", lambda: sb.sandbox.calls_in_process, timeout=5
+    )
 
     second = await call(http, sb, func="instances", auth=sid)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from devkit.waiting import wait_for_async
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 
@@ -59,13 +60,6 @@ async def control(
     if body is None and method in ("POST", "PUT", "PATCH"):
         body = {}
     return await http.request(method, sb.control_url + path, json=body)
-
-
-async def wait_until(predicate: Any, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- 5xx, blocks, latency
@@ -150,7 +144,7 @@ async def test_late_create_is_applied_before_it_is_answered(
     started = time.monotonic()
     pending = asyncio.create_task(api(http, sb, **CREATE))
 
-    await wait_until(lambda: len(sb.state.schedules) == 1)
+    await wait_for_async("the late create applied", lambda: len(sb.state.schedules) == 1, timeout=5)
     assert not pending.done()  # applied, not yet answered
 
     response = await pending
