@@ -309,14 +309,7 @@ def _clean_up(cluster: Cluster, sandbox: SandboxProcess, process: OperatorProces
         try:
             cluster.wait_gone(name, timeout=30)
         except AssertionError:
-            cluster.custom.patch_namespaced_custom_object(
-                "zomro.com",
-                "v1alpha1",
-                cluster.namespace,
-                "backupschedules",
-                name,
-                {"metadata": {"finalizers": []}},
-            )
+            cluster.clear_finalizers(name)
 
 
 # --- the node: the operator's image, built by `make image` and imported into the node ---------

@@ -21,10 +21,11 @@ from devkit.waiting import wait_for as wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_generation
+from zomro_backup_operator.resources import GROUP, KIND, PLURAL, VERSION, ready_at_generation
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
+API_VERSION = f"{GROUP}/{VERSION}"
 
 RESYNC_SECONDS = 3
 """The operator's drift period in these tests."""
@@ -119,8 +120,8 @@ class Cluster:
         if policy is not None:
             spec["deletionPolicy"] = policy
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "BackupSchedule",
+            "apiVersion": API_VERSION,
+            "kind": KIND,
             "metadata": {"name": name, "annotations": annotations or {}},
             "spec": spec,
         }
@@ -152,6 +153,17 @@ class Cluster:
 
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def patch_status(self, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"status": status}
+        )
+
+    def clear_finalizers(self, name: str) -> None:
+        """Let the resource go without its operator (a test's cleanup when none runs)."""
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"finalizers": []}}
+        )
 
     def ready(self, name: str) -> dict[str, Any] | None:
         """The Ready condition, if the resource has one."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from harness import (
+    API_VERSION,
     INSTANCE,
     RESYNC_SECONDS,
     SETTLE_SECONDS,
@@ -18,6 +19,7 @@ from harness import (
     wait_for,
 )
 
+from zomro_backup_operator.resources import KIND
 from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
 
 DAYS = ["Monday", "Wednesday", "Friday"]
@@ -116,7 +118,7 @@ def test_thirty_percent_server_errors_with_changed_names_and_late_listings_give_
 def test_names_zomro_would_change_are_refused_at_admission(cluster: Cluster, kubectl: Any) -> None:
     for bad in [" Nightly", "Nightly ", "Nightly  Run", "Nightly\\tRun", "Nightly\\u00a0Run"]:
         manifest = (
-            '{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
+            f'{{"apiVersion": "{API_VERSION}", "kind": "{KIND}", '
             '"metadata": {"name": "bad"}, "spec": {"instanceId": "1", "days": ["Monday"], '
             f'"time": "02:00", "scheduleName": "{bad}"}}}}'
         )
@@ -129,7 +131,7 @@ def test_names_zomro_would_change_are_refused_at_admission(cluster: Cluster, kub
         cluster.namespace,
         "-f",
         "-",
-        input='{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
+        input=f'{{"apiVersion": "{API_VERSION}", "kind": "{KIND}", '
         '"metadata": {"name": "good"}, "spec": {"instanceId": "1", "days": ["Monday"], '
         '"time": "02:00", "scheduleName": "Nightly run \\u00e9t\\u00e9"}}',
         check=False,

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 import pytest
 from harness import (
+    API_VERSION,
     INSTANCE,
     PASSWORD,
     RESYNC_SECONDS,
@@ -25,6 +26,7 @@ from harness import (
 from kopf.testing import KopfRunner
 
 from zomro_backup_operator.handlers import register
+from zomro_backup_operator.resources import KIND
 from zomro_backup_operator.sandbox.control import SandboxProcess
 from zomro_backup_operator.settings import Settings
 
@@ -207,14 +209,7 @@ def test_a_tampered_schedule_id_in_status_never_reaches_zomro(
     cluster.create("tenant", schedule_name="Tenant")
     own = cluster.wait_ready("tenant")["status"]["scheduleId"]
 
-    cluster.custom.patch_namespaced_custom_object_status(
-        "zomro.com",
-        "v1alpha1",
-        cluster.namespace,
-        "backupschedules",
-        "tenant",
-        {"status": {"scheduleId": f"{victim}, {own}"}},
-    )
+    cluster.patch_status("tenant", {"scheduleId": f"{victim}, {own}"})
 
     condition = cluster.wait_reason("tenant", "InvalidStatus", timeout=RESYNC_SECONDS * 3 + 30)
     assert "status.scheduleId" in condition["message"]
@@ -405,7 +400,7 @@ def test_the_api_server_refuses_bad_specs_naming_the_field(cluster: Cluster, kub
     ]
     for number, (field, spec) in enumerate(cases):
         manifest = (
-            '{"apiVersion": "zomro.com/v1alpha1", "kind": "BackupSchedule", '
+            f'{{"apiVersion": "{API_VERSION}", "kind": "{KIND}", '
             f'"metadata": {{"name": "bad-{number}"}}, "spec": {spec}}}'
         )
         result = kubectl("apply", "-n", cluster.namespace, "-f", "-", input=manifest, check=False)
