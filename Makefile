@@ -35,7 +35,8 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-plane
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy tests
+	$(VENV)/bin/mypy tests/unit
+	$(VENV)/bin/mypy tests/cluster tests/process tests/packaging
 	$(VENV)/bin/mypy hack/devkit hack/controlplane hack/control-plane
 	$(VENV)/bin/mypy hack/argocdlib hack/argocd
 	$(VENV)/bin/mypy --strict hack/bench.py

@@ -1,9 +1,10 @@
-"""Helpers the unit tests share: a controllable clock with its sleep."""
+"""Helpers the unit tests share: a controllable clock with its sleep, the seed schedule's wire
+row, and the secret-leak assertion (the shared fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 
 class FakeTime:
@@ -23,3 +24,24 @@ class FakeTime:
         if self.on_sleep is not None:
             self.on_sleep(seconds)
         await asyncio.sleep(0)
+
+
+SEED_ROW = {
+    "create_date": {"$": "2024-07-24"},
+    "id": {"$": "14"},
+    "instance_id": {"$": "5203773"},
+    "name": {"$": "MySchedule"},
+    "rotation_days": {"$": "Monday Tuesday Wednesday Thursday Friday Saturday "},
+    "rotation_time": {"$": "02:01"},
+    "servername": {"$": "MyServer"},
+}
+"""The default sandbox's seed schedule as Zomro lists it."""
+
+
+def assert_no_secrets(texts: Mapping[str, str] | Iterable[str], *secrets: str) -> None:
+    """None of ``secrets`` (passwords, session ids, tokens) in any of ``texts``: what a log,
+    an error, a repr or a report shows. A mapping names where each text was read."""
+    named = texts.items() if isinstance(texts, Mapping) else enumerate(texts)
+    for where, text in named:
+        for number, secret in enumerate(secrets):
+            assert secret not in text, f"secret #{number} in {where}: {text[:200]!r}"

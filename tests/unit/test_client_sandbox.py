@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from devkit.processes import free_port
-from support import FakeTime
+from support import FakeTime, assert_no_secrets
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import AccountConfig, InstanceConfig, SandboxConfig
@@ -781,9 +781,7 @@ async def test_no_password_or_session_id_leaves_the_client(
         texts.append(record.getMessage())
     for error in errors:
         texts += [str(error), repr(error), str(error.__cause__), str(error.__context__)]
-    for text in texts:
-        for secret in secrets:
-            assert secret not in text
+    assert_no_secrets(texts, *secrets)
 
 
 async def test_during_a_long_pause_calls_fail_at_once_without_reaching_zomro(

@@ -9,26 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from devkit.waiting import wait_for_async
+from support import SEED_ROW, assert_no_secrets
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import parse_config
 
 INSTANCE = "5203773"
-SEED_ROW = {
-    "create_date": {"$": "2024-07-24"},
-    "id": {"$": "14"},
-    "instance_id": {"$": "5203773"},
-    "name": {"$": "MySchedule"},
-    "rotation_days": {"$": "Monday Tuesday Wednesday Thursday Friday Saturday "},
-    "rotation_time": {"$": "02:01"},
-    "servername": {"$": "MyServer"},
-}
 TWO_ACCOUNTS = {
     "login_failures_before_block": 3,
     "login_block_seconds": 60,
@@ -46,18 +37,6 @@ TWO_ACCOUNTS = {
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start=1_721_800_000.0)  # 2024-07-24 08:46 GMT+3, the seed's date
-
-
-@pytest.fixture
-async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(clock=clock) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def send(
@@ -543,8 +522,7 @@ async def test_secrets_are_not_logged_nor_echoed(
     listed = await call(http, sb, func="instances", auth=sid)
     await call(http, sb, func="instances", authinfo="demo:hunter2-secret")
     text = caplog.text + json.dumps(listed) + json.dumps(sb.state.requests, default=str)
-    assert sid not in text
-    assert "hunter2-secret" not in text
+    assert_no_secrets([text], sid, "hunter2-secret")
     assert "password" not in json.dumps(listed["tparams"])
     assert "func='instances'" in caplog.text  # the log is there, only without secrets
 

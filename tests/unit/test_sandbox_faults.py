@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from devkit.waiting import wait_for_async
 
-from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
+from zomro_backup_operator.sandbox import ManualClock, RunningSandbox
 
 INSTANCE = "5203773"
 SEEDED = {"instance_id": INSTANCE, "name": "seeded", "days": [1], "time": "02:01"}
@@ -31,23 +30,6 @@ CREATE = {
 
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 """What a client sees when the connection is closed without an answer (not a timeout)."""
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(clock=clock) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def api(http: httpx.AsyncClient, sb: RunningSandbox, **params: str) -> httpx.Response:
