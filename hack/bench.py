@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from devkit.launchers import control_plane, launcher_info
 from devkit.processes import free_port
 from devkit.waiting import wait_for
 from kubernetes import client, config, watch
@@ -49,7 +50,6 @@ from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_gen
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 
 REPO = Path(__file__).resolve().parents[1]
-CONTROL_PLANE = REPO / "hack" / "control-plane"
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
 USERNAME = "bench"
 PASSWORD = "pw-bench-" + uuid.uuid4().hex[:12]
@@ -75,17 +75,8 @@ def start_control_plane(args: argparse.Namespace) -> ControlPlane:
     if args.kubeconfig:
         return ControlPlane(Path(args.kubeconfig), None)
     state = Path(tempfile.mkdtemp(prefix="zomro-bench-cp-"))
-    env = {**os.environ, "ZOMRO_CP_STATE_DIR": str(state)}
     say(f"starting a private control plane in {state}")
-    result = subprocess.run(
-        [sys.executable, str(CONTROL_PLANE), "up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-        check=False,
-    )
+    result = control_plane("up", state_dir=state, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"hack/control-plane up failed:\n{result.stderr}")
     return ControlPlane(state / "kubeconfig", state)
@@ -94,14 +85,7 @@ def start_control_plane(args: argparse.Namespace) -> ControlPlane:
 def stop_control_plane(plane: ControlPlane) -> None:
     if plane.state_dir is None:
         return
-    subprocess.run(
-        [sys.executable, str(CONTROL_PLANE), "down"],
-        env={**os.environ, "ZOMRO_CP_STATE_DIR": str(plane.state_dir)},
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
+    control_plane("down", state_dir=plane.state_dir)
     shutil.rmtree(plane.state_dir, ignore_errors=True)
 
 
@@ -275,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     try:
-        binary = Path(json_info()["bin_dir"]) / "kubectl"
+        binary = Path(launcher_info()["bin_dir"]) / "kubectl"
         kubectl = [str(binary), f"--kubeconfig={plane.kubeconfig}"]
         subprocess.run([*kubectl, "apply", "-f", str(CRD)], check=True, capture_output=True)
         subprocess.run(
@@ -520,18 +504,6 @@ def source_version() -> str:
         check=False,
     )
     return result.stdout.strip() or "unknown"
-
-
-def json_info() -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, str(CONTROL_PLANE), "info"],
-        capture_output=True,
-        text=True,
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    info: dict[str, Any] = json.loads(result.stdout)
-    return info
 
 
 # --------------------------------------------------------------------------- the report

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from devkit.launchers import control_plane as control_plane_command
 from harness import (
     CRD,
     PASSWORD,
@@ -34,7 +35,6 @@ from harness import (
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 
 REPO = Path(__file__).resolve().parents[2]
-CONTROL_PLANE = REPO / "hack" / "control-plane"
 CLUSTER_TESTS = Path(__file__).resolve().parent
 # Starting from a warm cache takes seconds; this bounds a stuck start, not a build.
 UP_TIMEOUT = 240.0
@@ -92,18 +92,7 @@ def _unavailable(reason: str) -> None:
 def _run_control_plane(
     command: str, state_dir: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if state_dir is not None:
-        env["ZOMRO_CP_STATE_DIR"] = str(state_dir)
-    return subprocess.run(
-        [str(CONTROL_PLANE), *command.split()],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-        check=False,
-    )
+    return control_plane_command(*command.split(), state_dir=state_dir, timeout=timeout)
 
 
 def _control_plane_info() -> dict[str, Any]:

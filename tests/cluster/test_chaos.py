@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from devkit.launchers import control_plane
 from harness import (
     CRD,
     INSTANCE,
@@ -48,7 +49,6 @@ from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
 from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
 
 REPO = Path(__file__).resolve().parents[2]
-CONTROL_PLANE = REPO / "hack" / "control-plane"
 
 
 def specs_for(count: int, prefix: str = "c") -> dict[str, dict[str, Any]]:
@@ -317,16 +317,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def private_plane(tmp_path_factory: pytest.TempPathFactory, kubectl: Any) -> Iterator[PrivatePlane]:
     state = tmp_path_factory.mktemp("private-cp")
-    env = {**os.environ, "ZOMRO_CP_STATE_DIR": str(state)}
-    result = subprocess.run(
-        [str(CONTROL_PLANE), "up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=240,
-        check=False,
-    )
+    result = control_plane("up", state_dir=state, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     kubeconfig = state / "kubeconfig"
     api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
@@ -345,14 +336,7 @@ def private_plane(tmp_path_factory: pytest.TempPathFactory, kubectl: Any) -> Ite
         api.close()
         if plane.restarted is not None and plane.restarted.poll() is None:
             plane.restarted.kill()
-        subprocess.run(
-            [str(CONTROL_PLANE), "down"],
-            env=env,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-            check=False,
-        )
+        control_plane("down", state_dir=state)
 
 
 def test_the_api_server_restarting_under_the_operator_loses_nothing(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from devkit.launchers import CONTROL_PLANE, control_plane, launcher_info
 from devkit.waiting import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -21,8 +22,6 @@ from kubernetes.client.exceptions import ApiException
 # module of its own without a tests package, so they are annotated loosely here.
 ControlPlane = Any
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-CONTROL_PLANE = Path(__file__).resolve().parents[2] / "hack" / "control-plane"
 
 
 def crd_manifest(group: str) -> str:
@@ -163,11 +162,7 @@ def test_kubectl_creates_a_token_that_authenticates_as_the_service_account(
 def test_kubectl_and_server_report_the_pinned_kubernetes_version(
     kubectl: Kubectl, control_plane: ControlPlane
 ) -> None:
-    pins = json.loads(
-        subprocess.run(
-            [str(CONTROL_PLANE), "info"], capture_output=True, text=True, check=True
-        ).stdout
-    )["versions"]
+    pins = launcher_info()["versions"]
 
     versions = json.loads(kubectl("version", "-o", "json").stdout)
     helm = subprocess.run(
@@ -253,17 +248,7 @@ def test_garbage_collector_removes_dependents_of_a_deleted_owner(
 
 
 def _control_plane_cmd(state: Path, command: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ZOMRO_CP_STATE_DIR": str(state)}
-    env.pop("KUBECONFIG", None)
-    return subprocess.run(
-        [str(CONTROL_PLANE), command],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=240,
-        check=False,
-    )
+    return control_plane(command, state_dir=state, timeout=240)
 
 
 def _pids(state: Path) -> dict[str, int]:
