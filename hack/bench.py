@@ -35,12 +35,13 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from devkit.launchers import control_plane, launcher_info
+from devkit.launchers import control_plane, launcher_info, operator_command
 from devkit.processes import free_port
 from devkit.waiting import wait_for
 from kubernetes import client, config, watch
@@ -48,6 +49,7 @@ from kubernetes.client.exceptions import ApiException
 
 from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_generation
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULES
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
@@ -238,6 +240,24 @@ def failures(records: list[dict[str, Any]]) -> dict[str, int]:
     return dict(Counter(f"{r['func']} {r['outcome']}" for r in records if r["outcome"] != "ok"))
 
 
+def at_once(
+    action: Callable[[dict[str, Any]], None],
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    what: str,
+    done: Callable[[], bool],
+    timeout: float,
+) -> tuple[float, float]:
+    """Apply ``action`` to every body from ``concurrency`` threads, then wait until ``done``.
+    Returns when it started and how long applying took (monotonic seconds)."""
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(action, bodies))
+    applied = time.monotonic() - started
+    wait_for(what, done, timeout=timeout, interval=0.1)
+    return started, applied
+
+
 def api_client(kubeconfig: Path, pool: int) -> client.ApiClient:
     configuration = client.Configuration()
     config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -296,16 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ZOMRO_LOG_LEVEL": args.log_level,
         }
         operator_log = home / "operator.log"
-        command = [
-            sys.executable,
-            "-m",
-            "zomro_backup_operator",
-            "run",
-            "--standalone",
-            "-n",
-            namespace,
-            f"--liveness={liveness}",
-        ]
+        command = operator_command("-n", namespace, f"--liveness={liveness}")
         if args.profile:
             command = [
                 sys.executable,
@@ -344,16 +355,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
         say(f"creating {args.resources} resources over {args.instances} instances")
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(create, bodies))
-        applied = time.monotonic() - started
         ready_timeout = args.ready_timeout or max(120.0, args.resources * 2.0 / args.rps * 3)
-        wait_for(
+        started, applied = at_once(
+            create,
+            bodies,
+            args.concurrency,
             "every resource to be Ready",
             lambda: len(seen.ready_at) >= args.resources,
-            timeout=ready_timeout,
-            interval=0.1,
+            ready_timeout,
         )
         all_ready = max(seen.ready_at.values()) - started
         latencies = [seen.ready_at[name] - applied_at[name] for name in applied_at]
@@ -391,14 +400,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 GROUP, VERSION, namespace, PLURAL, body["metadata"]["name"]
             )
 
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(delete, bodies))
-        wait_for(
+        started, _ = at_once(
+            delete,
+            bodies,
+            args.concurrency,
             "every resource to be gone",
             lambda: len(seen.gone_at) >= args.resources,
-            timeout=ready_timeout,
-            interval=0.1,
+            ready_timeout,
         )
         delete_all = max(seen.gone_at.values()) - started
         delete_requests = sandbox.control.requests()
@@ -409,7 +417,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         leaked = PASSWORD in log_text
 
         periods = args.idle_periods
-        idle_lists = sum(1 for r in idle_requests if r["func"] == "instances.fleio_bckps.schedule")
+        idle_lists = sum(1 for r in idle_requests if r["func"] == FUNC_SCHEDULES)
         return {
             "settings": {
                 "resources": args.resources,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,9 @@ def launcher_info(launcher: Path = CONTROL_PLANE) -> dict[str, Any]:
         raise RuntimeError(f"{launcher.name} info failed: {result.stderr.strip()}")
     info: dict[str, Any] = json.loads(result.stdout)
     return info
+
+
+def operator_command(*args: str) -> list[str]:
+    """`zomro-backup-operator run --standalone ARGS...` from this interpreter's environment
+    (the repo's venv): the operator as the tests and the benchmark start it, outside a Pod."""
+    return [sys.executable, "-m", "zomro_backup_operator", "run", "--standalone", *args]

@@ -10,12 +10,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+from devkit.launchers import operator_command
 from devkit.processes import free_port as free_port
 from devkit.waiting import wait_for as wait_for
 from kubernetes import client
@@ -220,16 +220,7 @@ class OperatorProcess:
         self.starts += 1
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "zomro_backup_operator",
-                    "run",
-                    "--standalone",
-                    "-n",
-                    self.namespace,
-                    *self.extra_args,
-                ],
+                operator_command("-n", self.namespace, *self.extra_args),
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from typing import Any
 import lupa
 import pytest
 import yaml
+from devkit.launchers import operator_command
 from harness import (
     API_VERSION,
     INSTANCE,
@@ -231,15 +231,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     log_path = tmp_path / "operator.log"
     with log_path.open("wb") as log:
         operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "zomro_backup_operator",
-                "run",
-                "--standalone",
-                *scope_args,
-                f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
-            ],
+            operator_command(*scope_args, f"--liveness=http://127.0.0.1:{liveness_port}/healthz"),
             env={
                 "PATH": "/usr/bin:/bin",
                 "HOME": str(tmp_path),
