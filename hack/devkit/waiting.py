@@ -16,6 +16,20 @@ class WaitTimeout(AssertionError):
     as a failed assertion, with the message."""
 
 
+class _Deadline:
+    """When a wait gives up, and the failure it gives up with."""
+
+    def __init__(self, what: str, end: float) -> None:
+        self.what, self.end, self.since = what, end, time.monotonic()
+
+    def check(self, last: object) -> None:
+        if time.monotonic() >= self.end:
+            waited = time.monotonic() - self.since
+            raise WaitTimeout(
+                f"timed out after {waited:.0f}s waiting for {self.what}; last: {last!r}"
+            )
+
+
 def wait_for(
     what: str,
     probe: Callable[[], T | None],
@@ -28,15 +42,11 @@ def wait_for(
     that. After ``timeout`` seconds (or at ``deadline``, a time.monotonic() value, when given)
     raise WaitTimeout naming ``what`` and the last value seen. ``probe`` may raise to stop early
     (a process that died, say)."""
-    end = deadline if deadline is not None else time.monotonic() + timeout
-    waited = time.monotonic()
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= end:
-            raise _timed_out(what, waited, last)
+    limit = _Deadline(what, deadline if deadline is not None else time.monotonic() + timeout)
+    while not (last := probe()):
+        limit.check(last)
         time.sleep(interval)
+    return last
 
 
 async def wait_for_async(
@@ -48,18 +58,8 @@ async def wait_for_async(
 ) -> T:
     """wait_for inside an event loop: the same deadline and message, but it yields to the loop
     between looks (so that what it waits on can happen in the same loop)."""
-    end = time.monotonic() + timeout
-    waited = time.monotonic()
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= end:
-            raise _timed_out(what, waited, last)
+    limit = _Deadline(what, time.monotonic() + timeout)
+    while not (last := probe()):
+        limit.check(last)
         await asyncio.sleep(interval)
-
-
-def _timed_out(what: str, since: float, last: object) -> WaitTimeout:
-    return WaitTimeout(
-        f"timed out after {time.monotonic() - since:.0f}s waiting for {what}; last: {last!r}"
-    )
+    return last
