@@ -49,7 +49,25 @@ def launcher_info(launcher: Path = CONTROL_PLANE) -> dict[str, Any]:
     return info
 
 
+def cli(*args: str) -> list[str]:
+    """`zomro-backup-operator ARGS...` from this interpreter's environment (the repo's venv)."""
+    return [sys.executable, "-m", "zomro_backup_operator", *args]
+
+
 def operator_command(*args: str) -> list[str]:
-    """`zomro-backup-operator run --standalone ARGS...` from this interpreter's environment
-    (the repo's venv): the operator as the tests and the benchmark start it, outside a Pod."""
-    return [sys.executable, "-m", "zomro_backup_operator", "run", "--standalone", *args]
+    """`zomro-backup-operator run --standalone ARGS...`: the operator as the tests and the
+    benchmark start it, outside a Pod."""
+    return cli("run", "--standalone", *args)
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `zomro-backup-operator ARGS...` to its end: output captured, no stdin, the exit code
+    left to the caller."""
+    return subprocess.run(
+        cli(*args),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )

@@ -22,17 +22,17 @@ from devkit.launchers import control_plane as control_plane_command
 from harness import (
     CRD,
     PASSWORD,
-    RESYNC_SECONDS,
-    SANDBOX_CONFIG,
     SETTLE_SECONDS,
     USERNAME,
     Cluster,
     OperatorProcess,
     list_bodies,
+    operator_env,
+    sandbox_process,
     temporary_namespace,
 )
 
-from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.sandbox.control import SandboxProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_TESTS = Path(__file__).resolve().parent
@@ -240,10 +240,7 @@ def namespace(k8s_api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    home = tmp_path_factory.mktemp("sandbox")
-    config = home / "config.yaml"
-    config.write_text(SANDBOX_CONFIG)
-    with start_sandbox_process(config=config, log_path=home / "sandbox.log") as process:
+    with sandbox_process(tmp_path_factory.mktemp("sandbox")) as process:
         yield process
 
 
@@ -267,15 +264,7 @@ def operator(
     sandbox.control.reset()
     process = OperatorProcess(
         cluster.namespace,
-        {
-            "ZOMRO_API_URL": sandbox.url,
-            "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
-            "ZOMRO_METRICS_PORT": "0",
-            "ZOMRO_LOG_LEVEL": "DEBUG",
-            "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
-            "ZOMRO_TIMEOUT_SECONDS": "5",
-            "ZOMRO_CREATE_SETTLE_SECONDS": str(SETTLE_SECONDS),
-        },
+        operator_env(sandbox.url, ZOMRO_CREATE_SETTLE_SECONDS=str(SETTLE_SECONDS)),
         tmp_path,
     )
     process.start()

@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from zomro_backup_operator.resources import GROUP, KIND, PLURAL, VERSION, ready_at_generation
+from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
@@ -74,6 +75,29 @@ def temporary_namespace(api: Any, stem: str) -> Iterator[str]:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@contextlib.contextmanager
+def sandbox_process(home: Path) -> Iterator[SandboxProcess]:
+    """The sandbox as its own process with SANDBOX_CONFIG's accounts, its log in ``home``."""
+    config = home / "config.yaml"
+    config.write_text(SANDBOX_CONFIG)
+    with start_sandbox_process(config=config, log_path=home / "sandbox.log") as process:
+        yield process
+
+
+def operator_env(api_url: str, **extra: str) -> dict[str, str]:
+    """The operator's settings in these tests: the sandbox at ``api_url``, a short resync,
+    DEBUG logs (which must hold no secret either), no metrics port, a quick timeout."""
+    return {
+        "ZOMRO_API_URL": api_url,
+        "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        "ZOMRO_METRICS_PORT": "0",
+        "ZOMRO_LOG_LEVEL": "DEBUG",
+        "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
+        "ZOMRO_TIMEOUT_SECONDS": "5",
+        **extra,
+    }
 
 
 class Cluster:

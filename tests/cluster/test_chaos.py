@@ -38,6 +38,7 @@ from harness import (
     delete_many,
     list_bodies,
     mass_spec,
+    operator_env,
     wait_all_gone,
     wait_all_ready,
     wait_for,
@@ -352,15 +353,7 @@ def test_the_api_server_restarting_under_the_operator_loses_nothing(
     cluster.apply_secret("zomro", username=USERNAME, password=PASSWORD)
     operator = OperatorProcess(
         namespace,
-        {
-            "KUBECONFIG": str(private_plane.kubeconfig),
-            "ZOMRO_API_URL": sandbox.url,
-            "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
-            "ZOMRO_METRICS_PORT": "0",
-            "ZOMRO_LOG_LEVEL": "DEBUG",
-            "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
-            "ZOMRO_TIMEOUT_SECONDS": "5",
-        },
+        operator_env(sandbox.url, KUBECONFIG=str(private_plane.kubeconfig)),
         tmp_path,
     )
     operator.start()

@@ -24,19 +24,19 @@ from harness import (
     OTHER_USERNAME,
     PASSWORD,
     RIVAL_INSTANCE,
-    SANDBOX_CONFIG,
     SECOND_INSTANCE,
     USERNAME,
     Cluster,
     free_port,
     list_bodies,
+    sandbox_process,
     temporary_namespace,
     wait_for,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
 from zomro_backup_operator.resources import KIND
-from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.sandbox.control import SandboxProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
@@ -49,10 +49,7 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    home = tmp_path_factory.mktemp("rbac-sandbox")
-    config = home / "config.yaml"
-    config.write_text(SANDBOX_CONFIG)
-    with start_sandbox_process(config=config, log_path=home / "sandbox.log") as process:
+    with sandbox_process(tmp_path_factory.mktemp("rbac-sandbox")) as process:
         yield process
 
 

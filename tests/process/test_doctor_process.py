@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from devkit.launchers import run_cli
 from devkit.waiting import wait_for
 
 from zomro_backup_operator.cli_tools.access import ExitCode
@@ -97,12 +98,6 @@ def test_the_report_goes_to_stdout_and_diagnostics_to_stderr(sandbox: SandboxPro
 
 
 def test_the_write_test_needs_an_instance() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "doctor", "--write-test"],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli("doctor", "--write-test")
     assert result.returncode == ExitCode.USAGE
     assert "--write-test needs --instance" in result.stderr

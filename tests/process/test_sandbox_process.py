@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devkit.launchers import run_cli
 
 from zomro_backup_operator.sandbox import SandboxControl, start_sandbox_process
 from zomro_backup_operator.sandbox.control import SandboxControlError
@@ -110,13 +111,7 @@ def test_config_file_sets_accounts_and_secrets_stay_out_of_the_log(tmp_path: Pat
 def test_an_invalid_config_exits_with_a_message(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("accounts: []\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("sandbox", "--config", str(config))
     assert result.returncode == 2
     assert result.stdout == ""
     assert "accounts" in result.stderr
@@ -161,13 +156,7 @@ def test_an_unusable_state_file_exits_with_a_message_instead_of_losing_it(
 ) -> None:
     state = tmp_path / "state.json"
     state.write_text(content)
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--state", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("sandbox", "--state", str(state))
     assert result.returncode == 2
     assert "state" in result.stderr
     assert state.read_text() == content
@@ -181,10 +170,6 @@ def test_the_sandbox_is_quiet_about_exposure_on_loopback(tmp_path: Path) -> None
 
 
 def test_the_sandbox_help_says_it_is_for_tests_and_demos_not_production() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_cli("sandbox", "--help")
+    assert result.returncode == 0, result.stderr
     assert "for tests and demos, not production" in " ".join(result.stdout.split())

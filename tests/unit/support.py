@@ -37,6 +37,16 @@ SEED_ROW = {
 }
 """The default sandbox's seed schedule as Zomro lists it."""
 
+CREATE_FIELDS = {
+    "func": "instances.fleio_bckps.schedule.edit",
+    "name": "MySchedule",
+    "rotation_days": "1,2,3,4,5,6",
+    "rotation_time": "02:01",
+    "plid": "5203773",
+    "sok": "ok",
+}
+"""The form of a create on the default sandbox's instance, as a client posts it."""
+
 
 def assert_no_secrets(texts: Mapping[str, str] | Iterable[str], *secrets: str) -> None:
     """None of ``secrets`` (passwords, session ids, tokens) in any of ``texts``: what a log,

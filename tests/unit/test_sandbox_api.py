@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from devkit.waiting import wait_for_async
-from support import SEED_ROW, assert_no_secrets
+from support import CREATE_FIELDS, SEED_ROW, assert_no_secrets
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import parse_config
@@ -71,16 +71,7 @@ async def login(
 
 
 def create_fields(**overrides: str) -> dict[str, str]:
-    fields = {
-        "func": "instances.fleio_bckps.schedule.edit",
-        "name": "MySchedule",
-        "rotation_days": "1,2,3,4,5,6",
-        "rotation_time": "02:01",
-        "plid": INSTANCE,
-        "sok": "ok",
-    }
-    fields.update(overrides)
-    return fields
+    return {**CREATE_FIELDS, **overrides}
 
 
 async def rows(http: httpx.AsyncClient, sb: RunningSandbox, sid: str) -> list[dict[str, Any]]:

@@ -13,20 +13,13 @@ from typing import Any
 import httpx
 import pytest
 from devkit.waiting import wait_for_async
+from support import CREATE_FIELDS
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox
 
 INSTANCE = "5203773"
 SEEDED = {"instance_id": INSTANCE, "name": "seeded", "days": [1], "time": "02:01"}
-CREATE = {
-    "func": "instances.fleio_bckps.schedule.edit",
-    "name": "MySchedule",
-    "rotation_days": "1,2,3,4,5,6",
-    "rotation_time": "02:01",
-    "plid": INSTANCE,
-    "sok": "ok",
-    "out": "json",
-}
+CREATE = {**CREATE_FIELDS, "out": "json"}
 
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 """What a client sees when the connection is closed without an answer (not a timeout)."""
