@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from zomro_backup_operator.resources import GROUP, KIND, PLURAL, VERSION, ready_at_generation
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULES
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
@@ -270,6 +271,12 @@ class OperatorProcess:
             (self.log_dir / f"operator-{n}.log").read_text(errors="replace")
             for n in range(1, self.starts + 1)
         )
+
+
+def lists_seen(control: Any) -> int:
+    """How many schedule listings the sandbox has answered since its requests were cleared:
+    the operator's drift checks."""
+    return sum(1 for r in control.requests() if r["func"] == FUNC_SCHEDULES)
 
 
 # --- many resources at once (the chaos and rate-budget suites) ------------------------------

@@ -37,6 +37,7 @@ from harness import (
     create_many,
     delete_many,
     list_bodies,
+    lists_seen,
     mass_spec,
     operator_env,
     wait_all_gone,
@@ -370,10 +371,7 @@ def test_the_api_server_restarting_under_the_operator_loses_nothing(
             control.clear_requests()
             wait_for(
                 "drift checks to go on while the API server is down",
-                lambda: (
-                    sum(r["func"] == "instances.fleio_bckps.schedule" for r in control.requests())
-                    >= 2
-                ),
+                lambda: lists_seen(control) >= 2,
                 timeout=RESYNC_SECONDS * 10,
             )
             assert_running(operator)

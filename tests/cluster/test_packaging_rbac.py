@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from zomro_backup_operator.resources import KIND
 from zomro_backup_operator.sandbox.control import SandboxProcess
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_EDIT
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
@@ -315,7 +316,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
             _value(
                 samples,
                 "zomro_operator_zomro_request_duration_seconds_count",
-                func="instances.fleio_bckps.schedule.edit",
+                func=FUNC_SCHEDULE_EDIT,
             )
             >= 3
         )
