@@ -14,17 +14,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PINS_FILE = HERE / "versions.env"
 MODULE = HERE / "module"
-PIN_KEYS = ("ARGOCD_VERSION", "GO_TOOLCHAIN")
+PINS = {
+    "ARGOCD_VERSION": ("v", "a vX.Y.Z version"),
+    "GO_TOOLCHAIN": ("go1.", "a go1.N.M release"),
+}
+"""The pins versions.env must set, each with its prefix and the form wanted."""
 
 
 def read_pins() -> dict[str, str]:
-    return build.read_pins(
-        PINS_FILE,
-        {
-            "ARGOCD_VERSION": ("v", "a vX.Y.Z version"),
-            "GO_TOOLCHAIN": ("go1.", "a go1.N.M release"),
-        },
-    )
+    return build.read_pins(PINS_FILE, PINS)
 
 
 def bin_dir(pins: dict[str, str]) -> Path:
