@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck unit packaging test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint promtool argocd-binary clean
+.PHONY: help venv lint format typecheck unit process packaging test e2e chaos bench demo demo-down sync-crds lock control-plane-up node-up control-plane-down binaries node-binaries image actionlint promtool argocd-binary clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ venv: $(STAMP) ## create .venv with the project and its test dependencies
 
 # hack/control-plane, hack/argocd and hack/bench are thin launchers of the hack/controlplane and
 # hack/argocdlib packages and of hack/bench.py: all are checked.
-HACK_PY := hack/controlplane hack/control-plane hack/argocdlib hack/argocd hack/bench.py hack/bench
+HACK_PY := hack/devkit hack/controlplane hack/control-plane hack/argocdlib hack/argocd hack/bench.py hack/bench
 
 lint: $(STAMP) ## ruff lint and format check, and the import boundaries (lint-imports)
 	$(VENV)/bin/ruff check operator tests $(HACK_PY)
@@ -35,8 +35,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-plane
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy tests
-	$(VENV)/bin/mypy hack/controlplane hack/control-plane
+	$(VENV)/bin/mypy tests/unit
+	$(VENV)/bin/mypy tests/cluster tests/process tests/packaging
+	$(VENV)/bin/mypy hack/devkit hack/controlplane hack/control-plane
 	$(VENV)/bin/mypy hack/argocdlib hack/argocd
 	$(VENV)/bin/mypy --strict hack/bench.py
 
@@ -61,6 +62,9 @@ argocd-binary: ## build (once) argocd from its Go module into the cache
 
 unit: $(STAMP) ## fast hermetic unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+process: $(STAMP) ## the commands as processes: the doctor, the sandbox, argocd on the health scripts
+	$(PY) -m pytest tests/process $(PYTEST_ARGS)
 
 packaging: $(STAMP) ## what ships: hadolint, the chart and manifests, the lock
 	$(PY) -m pytest tests/packaging $(PYTEST_ARGS)

@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,19 +35,23 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from devkit.launchers import control_plane, launcher_info, operator_command
+from devkit.processes import free_port
+from devkit.waiting import wait_for
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_generation
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.zomro.funcs import FUNC_BACKUPS, FUNC_SCHEDULES
 
 REPO = Path(__file__).resolve().parents[1]
-CONTROL_PLANE = REPO / "hack" / "control-plane"
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
 USERNAME = "bench"
 PASSWORD = "pw-bench-" + uuid.uuid4().hex[:12]
@@ -74,17 +77,8 @@ def start_control_plane(args: argparse.Namespace) -> ControlPlane:
     if args.kubeconfig:
         return ControlPlane(Path(args.kubeconfig), None)
     state = Path(tempfile.mkdtemp(prefix="zomro-bench-cp-"))
-    env = {**os.environ, "ZOMRO_CP_STATE_DIR": str(state)}
     say(f"starting a private control plane in {state}")
-    result = subprocess.run(
-        [sys.executable, str(CONTROL_PLANE), "up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-        check=False,
-    )
+    result = control_plane("up", state_dir=state, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"hack/control-plane up failed:\n{result.stderr}")
     return ControlPlane(state / "kubeconfig", state)
@@ -93,14 +87,7 @@ def start_control_plane(args: argparse.Namespace) -> ControlPlane:
 def stop_control_plane(plane: ControlPlane) -> None:
     if plane.state_dir is None:
         return
-    subprocess.run(
-        [sys.executable, str(CONTROL_PLANE), "down"],
-        env={**os.environ, "ZOMRO_CP_STATE_DIR": str(plane.state_dir)},
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
+    control_plane("down", state_dir=plane.state_dir)
     shutil.rmtree(plane.state_dir, ignore_errors=True)
 
 
@@ -118,28 +105,12 @@ def sandbox_config(instances: int) -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL)
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-def wait_until(what: str, probe: Any, timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -169,6 +140,8 @@ class Seen:
     events: list[tuple[float, str, str, str]] = field(default_factory=list)
     """(time, type, name, resourceVersion) of every event."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    listed: threading.Event = field(default_factory=threading.Event)
+    """Set once the watch has its starting resourceVersion."""
 
     def count(self, kind: str, since: float, until: float = float("inf")) -> int:
         with self.lock:
@@ -182,6 +155,7 @@ class Seen:
 def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threading.Event) -> None:
     custom = client.CustomObjectsApi(api)
     version = _list(custom, namespace)["metadata"]["resourceVersion"]
+    seen.listed.set()
     while not stop.is_set():
         stream = watch.Watch()  # type: ignore[no-untyped-call]
         try:
@@ -273,6 +247,24 @@ def failures(records: list[dict[str, Any]]) -> dict[str, int]:
     return dict(Counter(f"{r['func']} {r['outcome']}" for r in records if r["outcome"] != "ok"))
 
 
+def at_once(
+    action: Callable[[dict[str, Any]], None],
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    what: str,
+    done: Callable[[], bool],
+    timeout: float,
+) -> tuple[float, float]:
+    """Apply ``action`` to every body from ``concurrency`` threads, then wait until ``done``.
+    Returns when it started and how long applying took (monotonic seconds)."""
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(action, bodies))
+    applied = time.monotonic() - started
+    wait_for(what, done, timeout=timeout, interval=0.1)
+    return started, applied
+
+
 def api_client(kubeconfig: Path, pool: int) -> client.ApiClient:
     configuration = client.Configuration()
     config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -294,7 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     try:
-        binary = Path(json_info()["bin_dir"]) / "kubectl"
+        binary = Path(launcher_info()["bin_dir"]) / "kubectl"
         kubectl = [str(binary), f"--kubeconfig={plane.kubeconfig}"]
         subprocess.run([*kubectl, "apply", "-f", str(CRD)], check=True, capture_output=True)
         subprocess.run(
@@ -332,16 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ZOMRO_LOG_LEVEL": args.log_level,
         }
         operator_log = home / "operator.log"
-        command = [
-            sys.executable,
-            "-m",
-            "zomro_backup_operator",
-            "run",
-            "--standalone",
-            "-n",
-            namespace,
-            f"--liveness={liveness}",
-        ]
+        command = operator_command("-n", namespace, f"--liveness={liveness}")
         if args.profile:
             command = [
                 sys.executable,
@@ -359,7 +342,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             operator = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        wait_until("the operator's liveness endpoint", lambda: http_ok(liveness), 60)
+        wait_for("the operator's liveness endpoint", lambda: http_ok(liveness), timeout=60)
         say(f"operator pid {operator.pid} up; namespace {namespace}; sandbox {sandbox.url}")
 
         seen = Seen()
@@ -367,7 +350,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             target=watch_forever, args=(api, namespace, seen, stop), daemon=True
         )
         watcher.start()
-        time.sleep(0.5)  # let the watch open before the first create
+        # Listed: every create from now on has a later resourceVersion, so the watch sees it.
+        wait_for("the watch to list the namespace", seen.listed.is_set, timeout=60)
 
         # ---- create -------------------------------------------------------------------
         sandbox.control.clear_requests()
@@ -379,16 +363,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
         say(f"creating {args.resources} resources over {args.instances} instances")
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(create, bodies))
-        applied = time.monotonic() - started
         ready_timeout = args.ready_timeout or max(120.0, args.resources * 2.0 / args.rps * 3)
-        wait_until(
+        started, applied = at_once(
+            create,
+            bodies,
+            args.concurrency,
             "every resource to be Ready",
             lambda: len(seen.ready_at) >= args.resources,
             ready_timeout,
-            interval=0.1,
         )
         all_ready = max(seen.ready_at.values()) - started
         latencies = [seen.ready_at[name] - applied_at[name] for name in applied_at]
@@ -402,16 +384,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"all Ready in {all_ready:.1f}s; Zomro holds {remote_total} schedules")
 
         # ---- settle, then idle ------------------------------------------------------------
-        wait_until(
+        wait_for(
             "every resource's first backup check",
             lambda: len(seen.checked) >= args.resources,
-            ready_timeout,
+            timeout=ready_timeout,
         )
         quiet_for = 3.0
-        wait_until(
+        wait_for(
             "the API server to go quiet after the creates",
             lambda: time.monotonic() - seen.last_event() >= quiet_for,
-            120,
+            timeout=120,
         )
         sandbox.control.clear_requests()
         idle_start = time.monotonic()
@@ -431,14 +413,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 GROUP, VERSION, namespace, PLURAL, body["metadata"]["name"]
             )
 
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(delete, bodies))
-        wait_until(
+        started, _ = at_once(
+            delete,
+            bodies,
+            args.concurrency,
             "every resource to be gone",
             lambda: len(seen.gone_at) >= args.resources,
             ready_timeout,
-            interval=0.1,
         )
         delete_all = max(seen.gone_at.values()) - started
         delete_requests = sandbox.control.requests()
@@ -449,8 +430,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         leaked = PASSWORD in log_text
 
         periods = args.idle_periods
-        idle_lists = sum(1 for r in idle_requests if r["func"] == "instances.fleio_bckps.schedule")
-        idle_backup_lists = sum(1 for r in idle_requests if r["func"] == "instances.fleio_bckps")
+        idle_lists = sum(1 for r in idle_requests if r["func"] == FUNC_SCHEDULES)
+        idle_backup_lists = sum(1 for r in idle_requests if r["func"] == FUNC_BACKUPS)
         return {
             "settings": {
                 "resources": args.resources,
@@ -547,18 +528,6 @@ def source_version() -> str:
         check=False,
     )
     return result.stdout.strip() or "unknown"
-
-
-def json_info() -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, str(CONTROL_PLANE), "info"],
-        capture_output=True,
-        text=True,
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    info: dict[str, Any] = json.loads(result.stdout)
-    return info
 
 
 # --------------------------------------------------------------------------- the report

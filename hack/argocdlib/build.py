@@ -12,12 +12,12 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from devkit.build import go_env, stream
 
 from .common import MODULE, PINS_FILE, bin_dir, cache_dir, fail, locked, log
 
@@ -31,36 +31,12 @@ HELPER_SCRIPTS = ("git-verify-wrapper.sh", "gpg-wrapper.sh")
 git-verify-wrapper.sh for every Git revision it renders, signature checks enabled or not."""
 
 
-def go_env(pins: dict[str, str]) -> dict[str, str]:
-    """Go settings for cache-friendly builds that never touch the repository. Argo CD declares
-    a newer `go` line than the installed Go may have: GOTOOLCHAIN names the release that builds
-    it, which the go command fetches from the module proxy for this build only."""
-    env = dict(os.environ)
-    root = cache_dir() / "go"
-    env.setdefault("GOMODCACHE", str(root / "mod"))
-    env.setdefault("GOCACHE", str(root / "build"))
-    env["GOFLAGS"] = "-mod=mod -buildvcs=false"
-    env["CGO_ENABLED"] = "0"
-    env["GOTOOLCHAIN"] = pins["GO_TOOLCHAIN"]
-    return env
-
-
 def go(pins: dict[str, str], args: list[str], cwd: Path, capture: bool = False) -> str:
-    """Run the go command at the lowest CPU priority: the machine's cores are shared."""
-    cmd = ["nice", "-n", "19", "go", *args]
-    result = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=go_env(pins),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if capture else sys.stderr,
-        stderr=sys.stderr,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        fail(f"`{shlex.join(cmd[3:])}` failed in {cwd} (exit {result.returncode})")
-    return result.stdout if capture else ""
+    """Run the go command at the lowest CPU priority: the machine's cores are shared. Argo CD
+    declares a newer `go` line than the installed Go may have: GOTOOLCHAIN names the release
+    that builds it, which the go command fetches from the module proxy for this build only."""
+    env = go_env(toolchain=pins["GO_TOOLCHAIN"])
+    return stream(["nice", "-n", "19", "go", *args], capture, cwd, env, shlex.join(["go", *args]))
 
 
 def mod_json(pins: dict[str, str], gomod: Path, cwd: Path) -> dict[str, Any]:

@@ -3,22 +3,22 @@ against the cluster of `hack/control-plane`, the way Argo CD's own Procfile runs
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from devkit import processes
+from devkit.waiting import WaitTimeout
+from devkit.waiting import wait_for as wait_for_condition
 
 from .common import REPO, fail, locked, log
 
@@ -178,66 +178,21 @@ def install_cluster_objects(cp: dict[str, Any], dest: Path) -> None:
 
 def wait_established(cp: dict[str, Any], crd: str) -> None:
     """Poll: `kubectl wait` and jsonpath filters fail while a new CRD's status is still empty."""
-    deadline = time.monotonic() + 60
-    while True:
-        conditions = (
-            json.loads(kubectl(cp, "get", f"crd/{crd}", "-o", "json"))
-            .get("status", {})
-            .get("conditions")
-            or []
-        )
-        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            return
-        if time.monotonic() > deadline:
-            fail(f"CRD {crd} not Established after 60s")
-        time.sleep(0.25)
+
+    def established() -> bool:
+        crd_body = json.loads(kubectl(cp, "get", f"crd/{crd}", "-o", "json"))
+        conditions = crd_body.get("status", {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+    try:
+        wait_for_condition(f"CRD {crd} Established", established, timeout=60, interval=0.25)
+    except WaitTimeout as exc:
+        fail(str(exc))
 
 
 # ---------------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def spawn(name: str, argv: list[str], env: dict[str, str], state: Path) -> subprocess.Popen[bytes]:
-    logfile = state / "logs" / f"{name}.log"
-    with logfile.open("ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the shell that ran `up`, is not hit by its Ctrl-C
-            cwd=state,
-        )
-    log(f"{name} started (pid {proc.pid}), log: {logfile}")
-    return proc
-
-
-def pid_is_ours(pid: int, binary: str) -> bool:
-    """Guard against pid reuse: only signal a live process still running our binary (by its
-    executable: redis-server rewrites its command line, and is a link to redis-check-rdb)."""
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and exe == os.path.realpath(binary)
-
-
-def http_ok(url: str) -> bool:
-    try:
-        # Only the loopback http URLs built in this file are ever opened.
-        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def redis_ok(port: int) -> bool:
@@ -249,89 +204,43 @@ def redis_ok(port: int) -> bool:
         return False
 
 
-def wait_for(
+def wait_serving(
     what: str, check: Callable[[], bool], procs: dict[str, subprocess.Popen[bytes]], state: Path
 ) -> None:
-    """Poll until ready; if a process dies or time runs out, stop them all and keep the logs."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if check():
-            return
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                terminate(procs)
-                fail(
-                    f"{name} exited while waiting for {what}; last lines of its log:\n"
-                    f"{tail_log(state / 'logs' / f'{name}.log')}"
-                )
-        time.sleep(0.25)
-    terminate(procs)
-    fail(f"timed out waiting for {what}; logs in {state / 'logs'}")
-
-
-def terminate(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in reversed(list(procs.values())):
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def tail_log(path: Path, lines: int = 15) -> str:
+    """Wait for one process to serve; a death or READY_TIMEOUT stops them all (keeping logs)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def load_state(state: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads((state / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data
+        processes.wait_started(what, check, time.monotonic() + READY_TIMEOUT, procs, state)
+    except processes.StartError as exc:
+        fail(str(exc))
 
 
 def is_running(state: Path, cp: dict[str, Any], dest: Path, resync: int) -> bool:
     """Our processes live, serve, and run this build against this cluster with this resync."""
-    data = load_state(state)
+    data = processes.load_state(state)
     if not data or (data["server"], data["bin_dir"], data["resync"]) != (
         cp["server"], str(dest), resync,
     ):  # fmt: skip
         return False
-    if not all(pid_is_ours(pid, data["binaries"][name]) for name, pid in data["pids"].items()):
+    if not all(
+        processes.pid_is_ours(pid, data["binaries"][name]) for name, pid in data["pids"].items()
+    ):
         return False
     ports: dict[str, int] = data["ports"]
     return (
         redis_ok(ports["redis"])
-        and http_ok(f"http://127.0.0.1:{ports['repo-server-metrics']}/healthz")
-        and http_ok(f"http://127.0.0.1:{ports['controller-metrics']}/healthz")
+        and processes.http_ok(f"http://127.0.0.1:{ports['repo-server-metrics']}/healthz")
+        and processes.http_ok(f"http://127.0.0.1:{ports['controller-metrics']}/healthz")
     )
 
 
 def stop_processes(state: Path) -> None:
-    data = load_state(state)
+    data = processes.load_state(state)
     if not data:
         return
     pids: dict[str, int] = data.get("pids", {})
     binaries: dict[str, str] = data.get("binaries", {})
     for name in reversed(PROCESSES):
-        pid = pids.get(name)
-        binary = binaries.get(name, "")
-        if not pid or not pid_is_ours(pid, binary):
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and pid_is_ours(pid, binary):
-            time.sleep(0.1)
-        if pid_is_ours(pid, binary):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        log(f"stopped {name} (pid {pid})")
+        processes.stop_pid(name, pids.get(name), binaries.get(name, ""))
 
 
 def start(state: Path, cp: dict[str, Any], dest: Path, resync: int) -> None:
@@ -347,7 +256,7 @@ def start(state: Path, cp: dict[str, Any], dest: Path, resync: int) -> None:
     argocd = str(dest / "argocd")
     redis = str(shutil.which("redis-server"))
     ports = {
-        name: free_port()
+        name: processes.free_port()
         for name in ("redis", "repo-server", "repo-server-metrics", "controller-metrics")
     }
     redis_addr = f"127.0.0.1:{ports['redis']}"
@@ -381,45 +290,45 @@ def start(state: Path, cp: dict[str, Any], dest: Path, resync: int) -> None:
         record["pids"] = {name: proc.pid for name, proc in procs.items()}
         (state / "state.json").write_text(json.dumps(record, indent=2))
 
-    procs["redis"] = spawn(
+    procs["redis"] = processes.spawn(
         "redis",
         [redis, "--bind", "127.0.0.1", "--port", str(ports["redis"]), "--save", "",
          "--appendonly", "no", "--dir", str(state / "redis"), "--protected-mode", "yes"],
-        env, state,
+        state, env,
     )  # fmt: skip
     save()
-    wait_for("redis", lambda: redis_ok(ports["redis"]), procs, state)
+    wait_serving("redis", lambda: redis_ok(ports["redis"]), procs, state)
 
-    procs["repo-server"] = spawn(
+    procs["repo-server"] = processes.spawn(
         "repo-server",
         [argocd, "--address", "127.0.0.1", "--port", str(ports["repo-server"]),
          "--metrics-address", "127.0.0.1", "--metrics-port", str(ports["repo-server-metrics"]),
          "--redis", redis_addr, "--disable-tls", "--client-ca-path=", "--logformat", "text"],
-        {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"}, state,
+        state, {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"},
     )  # fmt: skip
     save()
-    wait_for(
+    wait_serving(
         "the repo server",
-        lambda: http_ok(f"http://127.0.0.1:{ports['repo-server-metrics']}/healthz"),
+        lambda: processes.http_ok(f"http://127.0.0.1:{ports['repo-server-metrics']}/healthz"),
         procs,
         state,
     )
 
     # Argo CD hard-codes 0.0.0.0 for the controller's metrics/healthz listener; the port is a
     # free one and nothing is ever sent off this machine.
-    procs["application-controller"] = spawn(
+    procs["application-controller"] = processes.spawn(
         "application-controller",
         [argocd, f"--kubeconfig={cp['kubeconfig']}", f"--namespace={NAMESPACE}",
          "--redis", redis_addr, "--repo-server", f"127.0.0.1:{ports['repo-server']}",
          "--repo-server-plaintext", "--metrics-port", str(ports["controller-metrics"]),
          f"--app-resync={resync}", "--app-resync-jitter=0", "--status-processors=2",
          "--operation-processors=2", "--logformat", "text"],
-        {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"}, state,
+        state, {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"},
     )  # fmt: skip
     save()
-    wait_for(
+    wait_serving(
         "the application controller",
-        lambda: http_ok(f"http://127.0.0.1:{ports['controller-metrics']}/healthz"),
+        lambda: processes.http_ok(f"http://127.0.0.1:{ports['controller-metrics']}/healthz"),
         procs,
         state,
     )

@@ -36,8 +36,10 @@ import os
 import shlex
 import sys
 
+from devkit import build
+from devkit.console import fail, log
+
 from . import core, images, node
-from .core import log
 
 
 def cmd_build(args: argparse.Namespace) -> None:
@@ -55,7 +57,7 @@ def cmd_up(args: argparse.Namespace) -> None:
 
 def cmd_down(args: argparse.Namespace) -> None:
     state = core.state_dir()
-    with core.locked(state.parent / f".{state.name}.lock", "an `up` or `down` of this state dir"):
+    with build.locked(state.parent / f".{state.name}.lock", "an `up` or `down` of this state dir"):
         if not state.exists():
             log("not running")
             return
@@ -79,7 +81,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     running = core.is_running(state)
     promtool = core.tool_path(pins, "promtool")
     facts = {
-        "cache_dir": str(core.cache_dir()),
+        "cache_dir": str(build.cache_dir()),
         "bin_dir": str(core.bin_dir(pins)),
         "built": not core.missing_binaries(core.bin_dir(pins)),
         "node_bin_dir": str(node.node_bin_dir(pins)),
@@ -112,7 +114,7 @@ def cmd_pin(args: argparse.Namespace) -> None:
     known = ("kubernetes", *core.WRAPPERS)
     unknown = set(args.names) - set(known)
     if unknown:
-        core.fail(f"no wrapper module {', '.join(sorted(unknown))}; known: {' '.join(known)}")
+        fail(f"no wrapper module {', '.join(sorted(unknown))}; known: {' '.join(known)}")
     core.pin(tuple(args.names) or known)
 
 

@@ -5,25 +5,33 @@ is in cli.py; `hack/control-plane` runs it. Standard library only."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+
+from devkit import build
+from devkit.build import cache_dir, go_env, locked, stream
+from devkit.console import fail, log
+from devkit.processes import (
+    StartError,
+    free_port,
+    http_ok,
+    load_state,
+    pid_is_ours,
+    spawn,
+    stop_pid,
+    wait_started,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = REPO / "hack" / "controlplane"
@@ -54,40 +62,13 @@ PIN_KEYS = (
 )
 
 
-def log(message: str) -> None:
-    """Progress goes to stderr: stdout is reserved for the one `export` line."""
-    print(f"control-plane: {message}", file=sys.stderr, flush=True)
-
-
-def fail(message: str) -> NoReturn:
-    log(f"error: {message}")
-    raise SystemExit(1)
-
-
 # ---------------------------------------------------------------------------------------------
 # Pins, cache and paths
 # ---------------------------------------------------------------------------------------------
 
 
 def read_pins() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for raw in PINS_FILE.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            pins[key.strip()] = value.strip()
-    for key in PIN_KEYS:
-        if not pins.get(key, "").startswith("v"):
-            fail(f"{PINS_FILE}: {key} must be set to a vX.Y.Z version")
-    return pins
-
-
-def cache_dir() -> Path:
-    explicit = os.environ.get("ZOMRO_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser().resolve() / "zomro-backup-operator"
+    return build.read_pins(PINS_FILE, {key: ("v", "a vX.Y.Z version") for key in PIN_KEYS})
 
 
 def bin_dir(pins: dict[str, str]) -> Path:
@@ -113,46 +94,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "hel
 # ---------------------------------------------------------------------------------------------
 
 
-def go_env(cgo: bool = False) -> dict[str, str]:
-    """Go settings for reproducible, cache-friendly builds that never touch the repository."""
-    env = dict(os.environ)
-    root = cache_dir() / "go"
-    env.setdefault("GOMODCACHE", str(root / "mod"))
-    env.setdefault("GOCACHE", str(root / "build"))
-    env["GOFLAGS"] = "-mod=mod -buildvcs=false"
-    env["CGO_ENABLED"] = "1" if cgo else "0"
-    # The wrappers' go directives are satisfied by the installed Go; never fetch a toolchain.
-    env.setdefault("GOTOOLCHAIN", "local")
-    return env
-
-
-def stream(
-    cmd: list[str],
-    capture: bool = False,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    what: str = "",
-) -> str:
-    """Run a build tool with its progress on stderr (stdout is for our one result line), or
-    its stdout captured; its failure stops us."""
-    result = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if capture else sys.stderr,
-        stderr=sys.stderr,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        where = f" in {cwd}" if cwd else ""
-        fail(f"`{what or shlex.join(cmd)}` failed{where} (exit {result.returncode})")
-    return result.stdout if capture else ""
-
-
 def go(args: list[str], cwd: Path, capture: bool = False, cgo: bool = False) -> str:
-    return stream(["go", *args], capture, cwd, go_env(cgo))
+    return stream(["go", *args], capture, cwd, go_env(cgo=cgo))
 
 
 def module_info(path: str, version: str, workdir: Path) -> dict[str, str]:
@@ -297,19 +240,6 @@ def kubernetes_ldflags(version: str, build_date: str) -> list[str]:
     return flags
 
 
-@contextlib.contextmanager
-def locked(path: Path, holder: str = "another build") -> Iterator[None]:
-    """One build (or one up/down per state dir) at a time: parallel runs wait, not race."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"{holder} holds {path}; waiting for it")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def missing_binaries(dest: Path, names: tuple[str, ...] = BINARIES) -> list[str]:
     return [b for b in names if not os.access(dest / b, os.X_OK)]
 
@@ -448,12 +378,6 @@ def pin(names: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def openssl(*args: str, cwd: Path) -> None:
     result = subprocess.run(
         ["openssl", *args],
@@ -560,47 +484,6 @@ current-context: zomro-control-plane
         handle.write(text)
 
 
-def spawn(
-    name: str, argv: list[str], state: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    logfile = state / "logs" / f"{name}.log"
-    with logfile.open("ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the shell that ran `up`, is not hit by its Ctrl-C
-            cwd=state,
-            env=env,
-        )
-    log(f"{name} started (pid {proc.pid}), log: {logfile}")
-    return proc
-
-
-def pid_is_ours(pid: int, binary: str) -> bool:
-    """Guard against pid reuse: only signal a process still running our binary."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, UnicodeDecodeError):
-        return False
-    state_field = stat.rsplit(")", 1)[-1].split()[0]
-    return state_field != "Z" and cmdline == binary
-
-
-def http_ok(url: str, context: ssl.SSLContext | None = None, token: str | None = None) -> bool:
-    request = urllib.request.Request(url)  # noqa: S310
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        # Only the http(s) URLs built in this file are ever opened.
-        with urllib.request.urlopen(request, timeout=3, context=context) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ssl.SSLError):
-        return False
-
-
 def http_get_json(url: str, context: ssl.SSLContext, token: str) -> dict[str, Any] | None:
     """The JSON body of a 200 answer, or None."""
     request = urllib.request.Request(url)  # noqa: S310
@@ -613,72 +496,10 @@ def http_get_json(url: str, context: ssl.SSLContext, token: str) -> dict[str, An
         return None
 
 
-class StartError(Exception):
-    """A start that failed; `retryable` when a process died (e.g. a port taken meanwhile)."""
-
-    def __init__(self, message: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-def wait_for(
-    what: str,
-    check: Callable[[], bool],
-    deadline: float,
-    procs: dict[str, subprocess.Popen[bytes]],
-    state: Path,
-) -> None:
-    """Poll until ready; if a process dies or time runs out, stop the rest and keep the logs."""
-    while time.monotonic() < deadline:
-        if check():
-            return
-        # Our own children: poll() is exact, where /proc/<pid>/cmdline reads empty for a moment
-        # right after exec.
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                tail = tail_log(state / "logs" / f"{name}.log")
-                terminate(procs)
-                raise StartError(
-                    f"{name} exited while waiting for {what}; logs in {state / 'logs'}; "
-                    f"last lines of {name}.log:\n{tail}",
-                    retryable=True,
-                )
-        time.sleep(0.25)
-    terminate(procs)
-    raise StartError(f"timed out waiting for {what}; logs in {state / 'logs'}", retryable=False)
-
-
-def terminate(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    """Stop what this `up` started, newest first, keeping the state dir for its logs."""
-    for proc in reversed(list(procs.values())):
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def tail_log(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def write_state(state: Path, record: dict[str, Any]) -> None:
     fd = os.open(state / "state.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(record, handle, indent=2)
-
-
-def load_state(state: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads((state / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data
 
 
 def is_running(state: Path) -> dict[str, Any] | None:
@@ -705,21 +526,6 @@ def stop_all(state: Path) -> None:
     stop_processes(state)
     if state.exists():
         shutil.rmtree(state, ignore_errors=True)
-
-
-def stop_pid(name: str, pid: int | None, binary: str) -> None:
-    """TERM a recorded process (only if it still runs our binary), KILL it after 15 s."""
-    if not pid or not pid_is_ours(pid, binary):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and pid_is_ours(pid, binary):
-        time.sleep(0.1)
-    if pid_is_ours(pid, binary):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    log(f"stopped {name} (pid {pid})")
 
 
 def stop_processes(state: Path) -> None:
@@ -828,7 +634,7 @@ def start(state: Path, dest: Path, pins: dict[str, str], node_bins: Path | None)
     )
     save(procs)
     deadline = time.monotonic() + READY_TIMEOUT
-    wait_for("etcd", lambda: http_ok(f"{etcd_url}/health"), deadline, procs, state)
+    wait_started("etcd", lambda: http_ok(f"{etcd_url}/health"), deadline, procs, state)
 
     procs["kube-apiserver"] = spawn(
         "kube-apiserver",
@@ -855,7 +661,7 @@ def start(state: Path, dest: Path, pins: dict[str, str], node_bins: Path | None)
     )
     save(procs)
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    wait_for(
+    wait_started(
         "kube-apiserver /readyz",
         lambda: http_ok(f"{server}/readyz", context, token),
         deadline,
@@ -887,7 +693,7 @@ def start(state: Path, dest: Path, pins: dict[str, str], node_bins: Path | None)
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE  # the controller-manager's own throwaway serving cert
-    wait_for(
+    wait_started(
         "kube-controller-manager /healthz",
         lambda: http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
         deadline,

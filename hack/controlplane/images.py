@@ -15,8 +15,10 @@ import tarfile
 import time
 from pathlib import Path
 
+from devkit import build, processes
+from devkit.console import fail, log
+
 from . import core
-from .core import fail, log
 
 IMAGE_NAME = "zomro-backup-operator"
 IMAGE_PACKAGES = ("buildah", "mmdebstrap", "uidmap")
@@ -32,7 +34,7 @@ def _arch() -> str:
 
 
 def images_dir() -> Path:
-    return core.cache_dir() / "images"
+    return build.cache_dir() / "images"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ def pause_archive(binary: Path, image: str) -> Path:
 
 def buildah(*args: str, capture: bool = False) -> str:
     """buildah on a private storage in the cache (overlay, as root), output to stderr."""
-    root = core.cache_dir() / "buildah"
+    root = build.cache_dir() / "buildah"
     cmd = [
         "buildah",
         "--root",
@@ -121,7 +123,7 @@ def buildah(*args: str, capture: bool = False) -> str:
         "overlay",
         *args,
     ]
-    return core.stream(cmd, capture, what=f"buildah {' '.join(args[:3])} ...")
+    return build.stream(cmd, capture, what=f"buildah {' '.join(args[:3])} ...")
 
 
 def image_exists(ref: str) -> bool:
@@ -138,12 +140,12 @@ def ensure_base(pins: dict[str, str]) -> str:
     ref = f"localhost/zomro-python-base:{suite}-{key}"
     if image_exists(ref):
         return ref
-    work = core.cache_dir() / "buildah" / "base"
+    work = build.cache_dir() / "buildah" / "base"
     work.mkdir(parents=True, exist_ok=True)
     rootfs = work / f"{suite}-{key}.tar"
     started = time.monotonic()
     log(f"mmdebstrap {suite} with {', '.join(BASE_PACKAGES)} (a minute or two, once)")
-    core.stream(
+    build.stream(
         [
             "mmdebstrap",
             "--variant=minbase",
@@ -289,7 +291,7 @@ def load(state: Path, archives: list[Path]) -> None:
     looks), so pods use them without pulling."""
     from . import node
 
-    data = core.load_state(state) or {}
+    data = processes.load_state(state) or {}
     bins = Path(data["binaries"]["containerd"]).parent
     for archive in archives:
         node.ctr(state, bins, "images", "import", str(archive))

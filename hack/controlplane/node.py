@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devkit import build, processes
+from devkit.console import fail, log
+
 from . import core
-from .core import fail, log
 
 NODE_NAME = "zomro-node"
 BRIDGE = "zomro0"
@@ -117,7 +119,7 @@ def node_bin_dir(pins: dict[str, str]) -> Path:
         f"node_kubernetes-{pins['KUBERNETES_VERSION']}"
         f"_containerd-{pins['CONTAINERD_VERSION']}_runc-{pins['RUNC_VERSION']}"
     )
-    return core.cache_dir() / "bin" / key
+    return build.cache_dir() / "bin" / key
 
 
 def ensure_node_built(pins: dict[str, str]) -> Path:
@@ -125,7 +127,7 @@ def ensure_node_built(pins: dict[str, str]) -> Path:
     if not core.missing_binaries(dest, NODE_BINARIES):
         return dest
     ensure_packages(BUILD_PACKAGES)
-    with core.locked(core.cache_dir() / "bin" / ".build.lock"):
+    with build.locked(build.cache_dir() / "bin" / ".build.lock"):
         missing = set(core.missing_binaries(dest, NODE_BINARIES))
         if not missing:
             return dest
@@ -230,7 +232,7 @@ def pause_image(pins: dict[str, str]) -> str:
 
 
 def _owner_file() -> Path:
-    return core.cache_dir() / "node-owner"
+    return build.cache_dir() / "node-owner"
 
 
 def claim_machine(state: Path) -> None:
@@ -505,7 +507,7 @@ def start_node(
     until the node is Ready."""
     pki = state / "pki"
     ports = {
-        name: core.free_port()
+        name: processes.free_port()
         for name in (
             "kubelet",
             "kubelet-healthz",
@@ -528,7 +530,7 @@ def start_node(
         binaries[name] = str(bins / name)
 
     env = {**os.environ, "PATH": f"{bins}:{os.environ.get('PATH', '')}"}
-    procs["containerd"] = core.spawn(
+    procs["containerd"] = processes.spawn(
         "containerd",
         [binaries["containerd"], f"--config={state / 'containerd' / 'config.toml'}"],
         state,
@@ -536,7 +538,7 @@ def start_node(
     )
     save(procs)
     sock = state / "containerd" / "containerd.sock"
-    core.wait_for(
+    processes.wait_started(
         "containerd",
         lambda: sock.exists() and bool(ctr(state, bins, "version", check=False)),
         deadline,
@@ -548,7 +550,7 @@ def start_node(
 
     images.load(state, images.operator_archives())  # what `make image` built before
 
-    procs["kubelet"] = core.spawn(
+    procs["kubelet"] = processes.spawn(
         "kubelet",
         [
             binaries["kubelet"],
@@ -563,10 +565,10 @@ def start_node(
         state,
         env=env,
     )
-    procs["kube-proxy"] = core.spawn(
+    procs["kube-proxy"] = processes.spawn(
         "kube-proxy", [binaries["kube-proxy"], f"--config={state / 'kube-proxy.yaml'}"], state
     )
-    procs["kube-scheduler"] = core.spawn(
+    procs["kube-scheduler"] = processes.spawn(
         "kube-scheduler",
         [
             binaries["kube-scheduler"],
@@ -581,7 +583,7 @@ def start_node(
     save(procs)
     context = ssl.create_default_context(cafile=str(ca))
     token = json.loads((state / "state.json").read_text())["token"]
-    core.wait_for(
+    processes.wait_started(
         f"node {NODE_NAME} Ready",
         lambda: node_ready(server, context, token),
         deadline,
@@ -609,17 +611,19 @@ def node_ready(server: str, context: ssl.SSLContext, token: str) -> bool:
 def stop_node(state: Path) -> None:
     """Stop the node's processes and every container, unmount what they mounted under the
     state dir, and undo the network; safe to call on a node that is half gone."""
-    data = core.load_state(state) or {}
+    data = processes.load_state(state) or {}
     pids: dict[str, int] = data.get("pids", {})
     binaries: dict[str, str] = data.get("binaries", {})
     for name in ("kube-scheduler", "kube-proxy", "kubelet"):
-        core.stop_pid(name, pids.get(name), binaries.get(name, ""))
+        processes.stop_pid(name, pids.get(name), binaries.get(name, ""))
     bins = Path(binaries["containerd"]).parent if "containerd" in binaries else None
-    if bins is not None and core.pid_is_ours(pids.get("containerd", 0), binaries["containerd"]):
+    if bins is not None and processes.pid_is_ours(
+        pids.get("containerd", 0), binaries["containerd"]
+    ):
         # `delete --force` kills a task that still runs: each container and pod sandbox.
         for task in ctr(state, bins, "tasks", "ls", "-q", check=False).split():
             ctr(state, bins, "tasks", "delete", "--force", task, check=False)
-    core.stop_pid("containerd", pids.get("containerd"), binaries.get("containerd", ""))
+    processes.stop_pid("containerd", pids.get("containerd"), binaries.get("containerd", ""))
     kill_leftover_shims(state)
     remove_kube_chains()
     unmount_under(state)

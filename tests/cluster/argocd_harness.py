@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from harness import INSTANCE, wait_for
+from harness import API_VERSION, INSTANCE, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from zomro_backup_operator.resources import KIND
 
 REPO = Path(__file__).resolve().parents[2]
 HACK_ARGOCD = REPO / "hack" / "argocd"
@@ -97,8 +99,8 @@ def write_schedule(
 ) -> None:
     """schedules/NAME.yaml: a BackupSchedule as a user keeps it in Git, spec only."""
     body = {
-        "apiVersion": "zomro.com/v1alpha1",
-        "kind": "BackupSchedule",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {"name": name},
         "spec": {
             "instanceId": INSTANCE,

@@ -14,27 +14,28 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pytest
 import yaml
+from devkit.launchers import control_plane as control_plane_command
 from harness import (
     CRD,
     PASSWORD,
-    RESYNC_SECONDS,
-    SANDBOX_CONFIG,
     SETTLE_SECONDS,
     USERNAME,
     Cluster,
     OperatorProcess,
     list_bodies,
+    operator_env,
+    sandbox_process,
     temporary_namespace,
+    unavailable,
 )
 
-from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.sandbox.control import SandboxProcess
 
 REPO = Path(__file__).resolve().parents[2]
-CONTROL_PLANE = REPO / "hack" / "control-plane"
 CLUSTER_TESTS = Path(__file__).resolve().parent
 # Starting from a warm cache takes seconds; this bounds a stuck start, not a build.
 UP_TIMEOUT = 240.0
@@ -83,27 +84,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _NODE_WANTED.append(any(item.get_closest_marker("e2e") for item in session.items))
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"control plane unavailable under CI: {reason}", pytrace=False)
-    pytest.skip(f"control plane unavailable: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    unavailable("control plane", reason)
 
 
 def _run_control_plane(
     command: str, state_dir: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if state_dir is not None:
-        env["ZOMRO_CP_STATE_DIR"] = str(state_dir)
-    return subprocess.run(
-        [str(CONTROL_PLANE), *command.split()],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-        check=False,
-    )
+    return control_plane_command(*command.split(), state_dir=state_dir, timeout=timeout)
 
 
 def _control_plane_info() -> dict[str, Any]:
@@ -251,10 +239,7 @@ def namespace(k8s_api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    home = tmp_path_factory.mktemp("sandbox")
-    config = home / "config.yaml"
-    config.write_text(SANDBOX_CONFIG)
-    with start_sandbox_process(config=config, log_path=home / "sandbox.log") as process:
+    with sandbox_process(tmp_path_factory.mktemp("sandbox")) as process:
         yield process
 
 
@@ -280,19 +265,11 @@ def operator(
     sandbox.control.reset()
     process = OperatorProcess(
         cluster.namespace,
-        {
-            "ZOMRO_API_URL": sandbox.url,
-            "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
-            # No backup check within a test unless it asks (test_backup_outcomes.py): its first
-            # status write and listings would land in other tests' idle windows and call counts.
-            "ZOMRO_BACKUP_CHECK_SECONDS": "3600",
-            "ZOMRO_METRICS_PORT": "0",
-            "ZOMRO_LOG_LEVEL": "DEBUG",
-            "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
-            "ZOMRO_TIMEOUT_SECONDS": "5",
-            "ZOMRO_CREATE_SETTLE_SECONDS": str(SETTLE_SECONDS),
-            "ZOMRO_CLOCK_OFFSET_FILE": str(tmp_path / "clock-offset"),
-        },
+        operator_env(
+            sandbox.url,
+            ZOMRO_CREATE_SETTLE_SECONDS=str(SETTLE_SECONDS),
+            ZOMRO_CLOCK_OFFSET_FILE=str(tmp_path / "clock-offset"),
+        ),
         tmp_path,
     )
     process.start()
@@ -315,14 +292,7 @@ def _clean_up(cluster: Cluster, sandbox: SandboxProcess, process: OperatorProces
         try:
             cluster.wait_gone(name, timeout=30)
         except AssertionError:
-            cluster.custom.patch_namespaced_custom_object(
-                "zomro.com",
-                "v1alpha1",
-                cluster.namespace,
-                "backupschedules",
-                name,
-                {"metadata": {"finalizers": []}},
-            )
+            cluster.clear_finalizers(name)
 
 
 # --- the node: the operator's image, built by `make image` and imported into the node ---------

@@ -1,5 +1,6 @@
 """Running the real operator process against the session's API server and a sandbox, and
-waiting on conditions (never on fixed sleeps)."""
+waiting on conditions (never on fixed sleeps): `wait_for` and `free_port` are hack/devkit's,
+re-exported here for the cluster tests."""
 
 from __future__ import annotations
 
@@ -10,24 +11,26 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, cast
 
 import pytest
+from devkit.launchers import operator_command
+from devkit.processes import free_port as free_port
+from devkit.waiting import wait_for as wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
-from zomro_backup_operator.resources import ready_at_generation as is_ready_now
+from zomro_backup_operator.resources import GROUP, KIND, PLURAL, VERSION, ready_at_generation
+from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULES
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "backupschedules.zomro.com.yaml"
+API_VERSION = f"{GROUP}/{VERSION}"
 
 RESYNC_SECONDS = 3
 """The operator's drift period in these tests."""
@@ -61,36 +64,12 @@ login_failures_before_block: 0
 scheduled_backups_busy: false
 """
 
-T = TypeVar("T")
-
 
 def unavailable(what: str, reason: str) -> NoReturn:
     """``what`` cannot be had here: skip the test, but fail it under CI, where it must be."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{what} unavailable under CI: {reason}", pytrace=False)
     pytest.skip(f"{what} unavailable: {reason}")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.2
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 @contextlib.contextmanager
@@ -111,6 +90,32 @@ def temporary_namespace(api: Any, stem: str) -> Iterator[str]:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@contextlib.contextmanager
+def sandbox_process(home: Path) -> Iterator[SandboxProcess]:
+    """The sandbox as its own process with SANDBOX_CONFIG's accounts, its log in ``home``."""
+    config = home / "config.yaml"
+    config.write_text(SANDBOX_CONFIG)
+    with start_sandbox_process(config=config, log_path=home / "sandbox.log") as process:
+        yield process
+
+
+def operator_env(api_url: str, **extra: str) -> dict[str, str]:
+    """The operator's settings in these tests: the sandbox at ``api_url``, a short resync,
+    DEBUG logs (which must hold no secret either), no metrics port, a quick timeout."""
+    return {
+        "ZOMRO_API_URL": api_url,
+        "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        # No backup check within a test unless it asks (test_backup_outcomes.py): its first
+        # status write and listings would land in other tests' idle windows and call counts.
+        "ZOMRO_BACKUP_CHECK_SECONDS": "3600",
+        "ZOMRO_METRICS_PORT": "0",
+        "ZOMRO_LOG_LEVEL": "DEBUG",
+        "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
+        "ZOMRO_TIMEOUT_SECONDS": "5",
+        **extra,
+    }
 
 
 class Cluster:
@@ -160,8 +165,8 @@ class Cluster:
         if policy is not None:
             spec["deletionPolicy"] = policy
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "BackupSchedule",
+            "apiVersion": API_VERSION,
+            "kind": KIND,
             "metadata": {"name": name, "annotations": annotations or {}},
             "spec": spec,
         }
@@ -194,6 +199,17 @@ class Cluster:
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
+    def patch_status(self, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"status": status}
+        )
+
+    def clear_finalizers(self, name: str) -> None:
+        """Let the resource go without its operator (a test's cleanup when none runs)."""
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"finalizers": []}}
+        )
+
     def ready(self, name: str) -> dict[str, Any] | None:
         """The Ready condition, if the resource has one."""
         body = self.get(name) or {}
@@ -206,17 +222,8 @@ class Cluster:
         """Wait until Ready=True at the resource's current generation; return the resource."""
 
         def probe() -> dict[str, Any] | None:
-            body = self.get(name) or {}
-            generation = body.get("metadata", {}).get("generation")
-            condition = self.ready(name) or {}
-            status = body.get("status") or {}
-            if (
-                condition.get("status") == "True"
-                and condition.get("observedGeneration") == generation
-                and status.get("observedGeneration") == generation
-            ):
-                return body
-            return None
+            body = self.get(name)
+            return body if body is not None and ready_at_generation(body) else None
 
         return wait_for(f"{name} Ready=True", probe, timeout=timeout)
 
@@ -274,16 +281,7 @@ class OperatorProcess:
         self.starts += 1
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "zomro_backup_operator",
-                    "run",
-                    "--standalone",
-                    "-n",
-                    self.namespace,
-                    *self.extra_args,
-                ],
+                operator_command("-n", self.namespace, *self.extra_args),
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -317,6 +315,12 @@ class OperatorProcess:
             (self.log_dir / f"operator-{n}.log").read_text(errors="replace")
             for n in range(1, self.starts + 1)
         )
+
+
+def lists_seen(control: Any) -> int:
+    """How many schedule listings the sandbox has answered since its requests were cleared:
+    the operator's drift checks."""
+    return sum(1 for r in control.requests() if r["func"] == FUNC_SCHEDULES)
 
 
 # --- many resources at once (the chaos and rate-budget suites) ------------------------------
@@ -377,12 +381,12 @@ def wait_all_ready(
 
     def probe() -> dict[str, dict[str, Any]] | None:
         bodies = list_bodies(cluster)
-        ready = {n: bodies[n] for n in names if n in bodies and is_ready_now(bodies[n])}
+        ready = {n: bodies[n] for n in names if n in bodies and ready_at_generation(bodies[n])}
         return ready if len(ready) == len(names) else None
 
     def pending() -> list[str]:
         bodies = list_bodies(cluster)
-        return [n for n in names if n not in bodies or not is_ready_now(bodies[n])]
+        return [n for n in names if n not in bodies or not ready_at_generation(bodies[n])]
 
     try:
         return wait_for(f"{len(names)} resources Ready", probe, timeout=timeout, interval=0.5)

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from devkit.launchers import control_plane
 from harness import (
     CRD,
     INSTANCE,
@@ -36,7 +37,9 @@ from harness import (
     create_many,
     delete_many,
     list_bodies,
+    lists_seen,
     mass_spec,
+    operator_env,
     wait_all_gone,
     wait_all_ready,
     wait_for,
@@ -48,7 +51,6 @@ from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
 from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
 
 REPO = Path(__file__).resolve().parents[2]
-CONTROL_PLANE = REPO / "hack" / "control-plane"
 
 
 def specs_for(count: int, prefix: str = "c") -> dict[str, dict[str, Any]]:
@@ -317,16 +319,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def private_plane(tmp_path_factory: pytest.TempPathFactory, kubectl: Any) -> Iterator[PrivatePlane]:
     state = tmp_path_factory.mktemp("private-cp")
-    env = {**os.environ, "ZOMRO_CP_STATE_DIR": str(state)}
-    result = subprocess.run(
-        [str(CONTROL_PLANE), "up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=240,
-        check=False,
-    )
+    result = control_plane("up", state_dir=state, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     kubeconfig = state / "kubeconfig"
     api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
@@ -345,14 +338,7 @@ def private_plane(tmp_path_factory: pytest.TempPathFactory, kubectl: Any) -> Ite
         api.close()
         if plane.restarted is not None and plane.restarted.poll() is None:
             plane.restarted.kill()
-        subprocess.run(
-            [str(CONTROL_PLANE), "down"],
-            env=env,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-            check=False,
-        )
+        control_plane("down", state_dir=state)
 
 
 def test_the_api_server_restarting_under_the_operator_loses_nothing(
@@ -368,15 +354,7 @@ def test_the_api_server_restarting_under_the_operator_loses_nothing(
     cluster.apply_secret("zomro", username=USERNAME, password=PASSWORD)
     operator = OperatorProcess(
         namespace,
-        {
-            "KUBECONFIG": str(private_plane.kubeconfig),
-            "ZOMRO_API_URL": sandbox.url,
-            "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
-            "ZOMRO_METRICS_PORT": "0",
-            "ZOMRO_LOG_LEVEL": "DEBUG",
-            "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
-            "ZOMRO_TIMEOUT_SECONDS": "5",
-        },
+        operator_env(sandbox.url, KUBECONFIG=str(private_plane.kubeconfig)),
         tmp_path,
     )
     operator.start()
@@ -393,10 +371,7 @@ def test_the_api_server_restarting_under_the_operator_loses_nothing(
             control.clear_requests()
             wait_for(
                 "drift checks to go on while the API server is down",
-                lambda: (
-                    sum(r["func"] == "instances.fleio_bckps.schedule" for r in control.requests())
-                    >= 2
-                ),
+                lambda: lists_seen(control) >= 2,
                 timeout=RESYNC_SECONDS * 10,
             )
             assert_running(operator)

@@ -7,13 +7,14 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from devkit.launchers import CONTROL_PLANE, control_plane, launcher_info
+from devkit.waiting import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -21,18 +22,6 @@ from kubernetes.client.exceptions import ApiException
 # module of its own without a tests package, so they are annotated loosely here.
 ControlPlane = Any
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-CONTROL_PLANE = Path(__file__).resolve().parents[2] / "hack" / "control-plane"
-DEADLINE = 60.0
-
-
-def wait_until(what: str, condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    """Poll a condition until it holds, failing with `what` once the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def crd_manifest(group: str) -> str:
@@ -152,7 +141,7 @@ def test_a_service_account_token_without_rights_is_refused_until_a_role_grants_t
                 return False
             return True
 
-        wait_until("the RoleBinding to take effect", can_list)
+        wait_for("the RoleBinding to take effect", can_list)
     assert refused.value.status == 403
     assert f"system:serviceaccount:{namespace}:nobody" in str(refused.value.body)
 
@@ -173,11 +162,7 @@ def test_kubectl_creates_a_token_that_authenticates_as_the_service_account(
 def test_kubectl_and_server_report_the_pinned_kubernetes_version(
     kubectl: Kubectl, control_plane: ControlPlane
 ) -> None:
-    pins = json.loads(
-        subprocess.run(
-            [str(CONTROL_PLANE), "info"], capture_output=True, text=True, check=True
-        ).stdout
-    )["versions"]
+    pins = launcher_info()["versions"]
 
     versions = json.loads(kubectl("version", "-o", "json").stdout)
     helm = subprocess.run(
@@ -210,7 +195,7 @@ def test_a_new_namespace_gets_its_default_service_account(k8s_api: Any, namespac
         names = [sa.metadata.name for sa in items if sa.metadata]
         return "default" in names
 
-    wait_until("the serviceaccount controller to create `default`", has_default)
+    wait_for("the serviceaccount controller to create `default`", has_default)
 
 
 def test_deleting_a_namespace_finishes_with_its_contents(k8s_api: Any) -> None:
@@ -232,7 +217,7 @@ def test_deleting_a_namespace_finishes_with_its_contents(k8s_api: Any) -> None:
             raise
         return False
 
-    wait_until(f"namespace {name} to finish terminating", gone)
+    wait_for(f"namespace {name} to finish terminating", gone)
 
 
 def test_garbage_collector_removes_dependents_of_a_deleted_owner(
@@ -259,21 +244,11 @@ def test_garbage_collector_removes_dependents_of_a_deleted_owner(
         names = [cm.metadata.name for cm in items if cm.metadata]
         return "dependent" not in names
 
-    wait_until("the garbage collector to delete the dependent", dependent_gone)
+    wait_for("the garbage collector to delete the dependent", dependent_gone)
 
 
 def _control_plane_cmd(state: Path, command: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ZOMRO_CP_STATE_DIR": str(state)}
-    env.pop("KUBECONFIG", None)
-    return subprocess.run(
-        [str(CONTROL_PLANE), command],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=240,
-        check=False,
-    )
+    return control_plane(command, state_dir=state, timeout=240)
 
 
 def _pids(state: Path) -> dict[str, int]:
@@ -346,7 +321,7 @@ def test_up_replaces_a_control_plane_whose_processes_died(
         assert first.returncode == 0, first.stderr
         old = _pids(state)
         os.kill(old["kube-apiserver"], signal.SIGKILL)
-        wait_until("the killed kube-apiserver to exit", lambda: not _alive(old["kube-apiserver"]))
+        wait_for("the killed kube-apiserver to exit", lambda: not _alive(old["kube-apiserver"]))
 
         again = _control_plane_cmd(state, "up")
         new = _pids(state)

@@ -15,6 +15,7 @@ from harness import (
     OperatorProcess,
     apply_spec,
     list_bodies,
+    lists_seen,
     wait_all_ready,
     wait_for,
 )
@@ -30,10 +31,6 @@ MODES: dict[str, dict[str, Any]] = {
     "listing delay": {"listing_delay": 2 * RESYNC_SECONDS},
     "all at once": {"names": {"collapse": True, "case": "lower", "cut": 10}, "listing_delay": 4},
 }
-
-
-def lists_seen(control: SandboxControl) -> int:
-    return sum(1 for r in control.requests() if r["func"] == "instances.fleio_bckps.schedule")
 
 
 def assert_one_schedule_each(cluster: Cluster, control: SandboxControl, names: list[str]) -> None:

@@ -5,13 +5,12 @@ itself, and what its interpreter holds, checked in a Pod on the node."""
 from __future__ import annotations
 
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONTROL_PLANE
+from devkit.launchers import launcher_info
 from pods import Kubectl, run_to_completion
 
 pytestmark = pytest.mark.timeout(900)
@@ -23,12 +22,7 @@ MAX_SIZE_MB = 400
 
 
 def _archive(image: str) -> Path:
-    info = json.loads(
-        subprocess.run(
-            [str(CONTROL_PLANE), "info"], capture_output=True, text=True, check=True
-        ).stdout
-    )
-    return Path(info["cache_dir"]) / "images" / f"{image.replace(':', '_')}.tar"
+    return Path(launcher_info()["cache_dir"]) / "images" / f"{image.replace(':', '_')}.tar"
 
 
 def _read(image: str) -> tuple[dict[str, Any], dict[str, int]]:

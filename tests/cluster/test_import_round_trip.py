@@ -13,8 +13,9 @@ import yaml
 from harness import INSTANCE, PASSWORD, SECOND_INSTANCE, Cluster, OperatorProcess, wait_all_ready
 
 from zomro_backup_operator.sandbox.control import SandboxProcess
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_DELETE, FUNC_SCHEDULE_EDIT
 
-WRITES = {"instances.fleio_bckps.schedule.edit", "instances.fleio_bckps.schedule.delete"}
+WRITES = {FUNC_SCHEDULE_EDIT, FUNC_SCHEDULE_DELETE}
 SEEDED = [
     (INSTANCE, "Nightly DB (full)", [1, 2, 3, 4, 5], "02:01"),
     (INSTANCE, "Weekend", [0, 6], "23:45"),

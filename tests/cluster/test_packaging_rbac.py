@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,19 +16,28 @@ from typing import Any
 import lupa
 import pytest
 import yaml
+from devkit.launchers import operator_command
 from harness import (
+    API_VERSION,
     INSTANCE,
+    OTHER_PASSWORD,
+    OTHER_USERNAME,
     PASSWORD,
-    SANDBOX_CONFIG,
+    RIVAL_INSTANCE,
+    SECOND_INSTANCE,
     USERNAME,
     Cluster,
     free_port,
+    list_bodies,
+    sandbox_process,
     temporary_namespace,
     wait_for,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+from zomro_backup_operator.resources import KIND
+from zomro_backup_operator.sandbox.control import SandboxProcess
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_EDIT
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "zomro-backup-operator"
@@ -57,10 +65,7 @@ spec: {{instanceId: "{INSTANCE}", keep: 6, credentialsSecretRef: {{name: zomro}}
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    home = tmp_path_factory.mktemp("rbac-sandbox")
-    config = home / "config.yaml"
-    config.write_text(SANDBOX_CONFIG)
-    with start_sandbox_process(config=config, log_path=home / "sandbox.log") as process:
+    with sandbox_process(tmp_path_factory.mktemp("rbac-sandbox")) as process:
         yield process
 
 
@@ -74,6 +79,31 @@ def home_namespace(k8s_api: Any) -> Iterator[str]:
 def _apply_crds(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{k}" for k in KINDS))
+
+
+@pytest.fixture
+def foreign_namespace(k8s_api: Any, crd: None) -> Iterator[Cluster]:
+    """Another namespace's BackupSchedules, unrelated to the test and of every awkward kind (a
+    rival account, a missing Secret, wrong credentials, an instance not owned, a spec the
+    operator must refuse), as a shared cluster or a demo left running would hold: an operator
+    that watches all namespaces reconciles them too, and the test must not depend on them."""
+    with temporary_namespace(k8s_api, "foreign") as name:
+        foreign = Cluster(k8s_api, name)
+        foreign.apply_secret("zomro", username=OTHER_USERNAME, password=OTHER_PASSWORD)
+        foreign.apply_secret("wrong", username=USERNAME, password="not-the-password")
+        foreign.create("rival", instance=RIVAL_INSTANCE, schedule_name="foreign-rival")
+        foreign.create("no-secret", secret="missing", schedule_name="foreign-no-secret")
+        foreign.create("wrong-password", secret="wrong", schedule_name="foreign-wrong")
+        foreign.create("not-owned", instance=SECOND_INSTANCE, schedule_name="foreign-not-owned")
+        foreign.apply_secret("ops", username=USERNAME, password=PASSWORD)
+        foreign.create("same-instance", secret="ops", schedule_name="foreign-same-instance")
+        for index in range(5):
+            foreign.create(f"many-{index}", instance=RIVAL_INSTANCE, schedule_name=f"pkg-{index}")
+        try:
+            yield foreign
+        finally:
+            for body_name in list_bodies(foreign):
+                foreign.clear_finalizers(body_name)
 
 
 def _install_identity(
@@ -175,8 +205,8 @@ def _manifest(name: str, days: list[str], time: str, secret: str | None) -> str:
         spec["credentialsSecretRef"] = {"name": secret}
     return yaml.safe_dump(
         {
-            "apiVersion": "zomro.com/v1alpha1",
-            "kind": "BackupSchedule",
+            "apiVersion": API_VERSION,
+            "kind": KIND,
             "metadata": {"name": name},
             "spec": spec,
         }
@@ -193,18 +223,22 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     home_namespace: str,
     sandbox: SandboxProcess,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     helm_bin = Path(control_plane.bin_dir) / "helm"
     if not helm_bin.exists():
         pytest.fail(f"helm is not built: {helm_bin} is missing (hack/control-plane build)")
     _apply_crds(kubectl)
     sandbox.control.reset()
+    watched = [namespace] if scope == "listed-namespaces" else []
+    if not watched:
+        # Other namespaces' resources are there, as on any shared cluster: not our business.
+        request.getfixturevalue("foreign_namespace")
     cluster = Cluster(k8s_api, namespace)
     cluster.apply_secret("zomro", username=USERNAME, password=PASSWORD)
     Cluster(k8s_api, home_namespace).apply_secret(
         DEFAULT_SECRET, username=USERNAME, password=PASSWORD
     )
-    watched = [namespace] if scope == "listed-namespaces" else []
     rbac, account = _install_identity(helm_bin, kubectl, home_namespace, watched)
     sa_config = _token_kubeconfig(
         kubectl, Path(control_plane.kubeconfig), home_namespace, account, tmp_path / "sa.kubeconfig"
@@ -214,15 +248,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     log_path = tmp_path / "operator.log"
     with log_path.open("wb") as log:
         operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "zomro_backup_operator",
-                "run",
-                "--standalone",
-                *scope_args,
-                f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
-            ],
+            operator_command(*scope_args, f"--liveness=http://127.0.0.1:{liveness_port}/healthz"),
             env={
                 "PATH": "/usr/bin:/bin",
                 "HOME": str(tmp_path),
@@ -247,6 +273,19 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
         kubectl("apply", "-n", namespace, "-f", "-", input=defaulted)
         first = cluster.wait_ready("own", timeout=90)
         cluster.wait_ready("defaulted", timeout=90)
+        if not watched:  # the other namespace's resources were reconciled too, beside ours
+            wait_for(
+                "the other namespace's schedules at Zomro",
+                lambda: (
+                    {"foreign-rival", "foreign-same-instance"}
+                    <= {
+                        str(s["name"])
+                        for i in (RIVAL_INSTANCE, INSTANCE)
+                        for s in sandbox.control.schedules(i)
+                    }
+                ),
+                timeout=60,
+            )
         remote = _ours(sandbox)
         assert set(remote) == {"pkg-own", "pkg-defaulted"}
         assert remote["pkg-own"]["id"] == first["status"]["scheduleId"]
@@ -296,7 +335,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
             _value(
                 samples,
                 "zomro_operator_zomro_request_duration_seconds_count",
-                func="instances.fleio_bckps.schedule.edit",
+                func=FUNC_SCHEDULE_EDIT,
             )
             >= 3
         )
@@ -357,14 +396,7 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
             operator.wait(timeout=30)
         for name in ("own", "defaulted"):
             if cluster.get(name) is not None:
-                cluster.custom.patch_namespaced_custom_object(
-                    "zomro.com",
-                    "v1alpha1",
-                    namespace,
-                    "backupschedules",
-                    name,
-                    {"metadata": {"finalizers": []}},
-                )
+                cluster.clear_finalizers(name)
                 cluster.delete(name)
 
     output = log_path.read_text(errors="replace")

@@ -1,12 +1,12 @@
-"""Helpers the unit tests share: a controllable clock with its sleep, a free loopback port, and
-the instant and provider zone resources are read at."""
+"""Helpers the unit tests share: a controllable clock with its sleep, the instant and provider
+zone resources are read at, the seed schedule's wire row, and the secret-leak assertion (the
+shared fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from zomro_backup_operator.time_zones import DEFAULT_PROVIDER_ZONE, parse_zone
 
@@ -34,9 +34,32 @@ class FakeTime:
         await asyncio.sleep(0)
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+SEED_ROW = {
+    "create_date": {"$": "2024-07-24"},
+    "id": {"$": "14"},
+    "instance_id": {"$": "5203773"},
+    "name": {"$": "MySchedule"},
+    "rotation_days": {"$": "Monday Tuesday Wednesday Thursday Friday Saturday "},
+    "rotation_time": {"$": "02:01"},
+    "servername": {"$": "MyServer"},
+}
+"""The default sandbox's seed schedule as Zomro lists it."""
+
+CREATE_FIELDS = {
+    "func": "instances.fleio_bckps.schedule.edit",
+    "name": "MySchedule",
+    "rotation_days": "1,2,3,4,5,6",
+    "rotation_time": "02:01",
+    "plid": "5203773",
+    "sok": "ok",
+}
+"""The form of a create on the default sandbox's instance, as a client posts it."""
+
+
+def assert_no_secrets(texts: Mapping[str, str] | Iterable[str], *secrets: str) -> None:
+    """None of ``secrets`` (passwords, session ids, tokens) in any of ``texts``: what a log,
+    an error, a repr or a report shows. A mapping names where each text was read."""
+    named = texts.items() if isinstance(texts, Mapping) else enumerate(texts)
+    for where, text in named:
+        for number, secret in enumerate(secrets):
+            assert secret not in text, f"secret #{number} in {where}: {text[:200]!r}"

@@ -35,7 +35,7 @@ def health_of(obj: dict[str, Any], script: str | None = None) -> dict[str, str]:
     """Evaluate the health script the way Argo CD does: `obj` global in, `hs` table out, and
     for a terminating resource the script's `deletionMessage` as the message (Argo CD's
     gitops-engine does that; without one it says "Pending deletion"). Only a quick check: the
-    proof is tests/unit/test_argocd_health_by_argocd.py, which runs Argo CD's own code."""
+    proof is tests/process/test_argocd_health_by_argocd.py, which runs Argo CD's own code."""
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().obj = lua.table_from(obj, recursive=True)
     result = lua.execute(script if script is not None else HEALTH_LUA.read_text())

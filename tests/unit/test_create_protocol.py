@@ -25,7 +25,7 @@ from zomro_backup_operator.reconcile import (
     remove,
 )
 from zomro_backup_operator.resources import Desired, Observed
-from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
+from zomro_backup_operator.sandbox import ManualClock, RunningSandbox
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import CreatedNotListedError, ZomroError
@@ -205,17 +205,6 @@ class Cluster:
                 return
             self.clock.advance(10.0)
         raise AssertionError(f"not converged: {results}")
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(clock=clock) as sandbox:
-        yield sandbox
 
 
 @pytest.fixture

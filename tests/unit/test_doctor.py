@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support import assert_no_secrets
 
 from zomro_backup_operator.cli_tools import commands
 from zomro_backup_operator.cli_tools.access import (
@@ -110,10 +111,7 @@ async def test_the_report_never_shows_the_password_or_a_session_id(sb: RunningSa
     code, out, err = await doctor(write_test=INSTANCE, as_json=True)
 
     assert code == ExitCode.OK
-    sids = [*sb.state.sessions]
-    for text in (out, err):
-        assert PASSWORD not in text
-        assert not [sid for sid in sids if sid in text]
+    assert_no_secrets({"stdout": out, "stderr": err}, PASSWORD, *sb.state.sessions)
 
 
 async def test_json_output_holds_findings_round_trips_and_recommendations(
@@ -186,7 +184,7 @@ async def test_each_fault_mode_gives_its_exit_code_and_says_why(
     assert got == code
     assert says in out
     assert "what to do" in out
-    assert PASSWORD not in out
+    assert_no_secrets({"stdout": out}, PASSWORD)
 
 
 async def test_a_refused_login_recommends_no_settings_it_could_not_measure(

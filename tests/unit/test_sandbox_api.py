@@ -9,26 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from devkit.waiting import wait_for_async
+from support import CREATE_FIELDS, SEED_ROW, assert_no_secrets
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import parse_config
 
 INSTANCE = "5203773"
-SEED_ROW = {
-    "create_date": {"$": "2024-07-24"},
-    "id": {"$": "14"},
-    "instance_id": {"$": "5203773"},
-    "name": {"$": "MySchedule"},
-    "rotation_days": {"$": "Monday Tuesday Wednesday Thursday Friday Saturday "},
-    "rotation_time": {"$": "02:01"},
-    "servername": {"$": "MyServer"},
-}
 TWO_ACCOUNTS = {
     "login_failures_before_block": 3,
     "login_block_seconds": 60,
@@ -46,18 +37,6 @@ TWO_ACCOUNTS = {
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start=1_721_800_000.0)  # 2024-07-24 08:46 GMT+3, the seed's date
-
-
-@pytest.fixture
-async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(clock=clock) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def send(
@@ -92,16 +71,7 @@ async def login(
 
 
 def create_fields(**overrides: str) -> dict[str, str]:
-    fields = {
-        "func": "instances.fleio_bckps.schedule.edit",
-        "name": "MySchedule",
-        "rotation_days": "1,2,3,4,5,6",
-        "rotation_time": "02:01",
-        "plid": INSTANCE,
-        "sok": "ok",
-    }
-    fields.update(overrides)
-    return fields
+    return {**CREATE_FIELDS, **overrides}
 
 
 async def rows(http: httpx.AsyncClient, sb: RunningSandbox, sid: str) -> list[dict[str, Any]]:
@@ -459,12 +429,11 @@ async def test_a_second_call_on_a_busy_session_is_refused_while_the_first_is_in_
     sb: RunningSandbox, http: httpx.AsyncClient
 ) -> None:
     sid = await login(http, sb)
-    sb.set_faults(latency=1.5)
+    sb.set_faults(latency=0.5)  # the second call comes in this window, on loopback
     first = asyncio.create_task(call(http, sb, func="instances", auth=sid))
-    deadline = time.monotonic() + 5
-    while sb.sandbox.calls_in_process == 0:
-        assert time.monotonic() < deadline, "the first call never reached the sandbox"
-        await asyncio.sleep(0.01)
+    await wait_for_async(
+        "the first call to reach the sandbox", lambda: sb.sandbox.calls_in_process, timeout=5
+    )
 
     second = await call(http, sb, func="instances", auth=sid)
 
@@ -544,8 +513,7 @@ async def test_secrets_are_not_logged_nor_echoed(
     listed = await call(http, sb, func="instances", auth=sid)
     await call(http, sb, func="instances", authinfo="demo:hunter2-secret")
     text = caplog.text + json.dumps(listed) + json.dumps(sb.state.requests, default=str)
-    assert sid not in text
-    assert "hunter2-secret" not in text
+    assert_no_secrets([text], sid, "hunter2-secret")
     assert "password" not in json.dumps(listed["tparams"])
     assert "func='instances'" in caplog.text  # the log is there, only without secrets
 

@@ -8,45 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from devkit.waiting import wait_for_async
+from support import CREATE_FIELDS
 
-from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
+from zomro_backup_operator.sandbox import ManualClock, RunningSandbox
 
 INSTANCE = "5203773"
 SEEDED = {"instance_id": INSTANCE, "name": "seeded", "days": [1], "time": "02:01"}
-CREATE = {
-    "func": "instances.fleio_bckps.schedule.edit",
-    "name": "MySchedule",
-    "rotation_days": "1,2,3,4,5,6",
-    "rotation_time": "02:01",
-    "plid": INSTANCE,
-    "sok": "ok",
-    "out": "json",
-}
+CREATE = {**CREATE_FIELDS, "out": "json"}
 
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 """What a client sees when the connection is closed without an answer (not a timeout)."""
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
-    async with running_sandbox(clock=clock) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def api(http: httpx.AsyncClient, sb: RunningSandbox, **params: str) -> httpx.Response:
@@ -61,11 +37,11 @@ async def control(
     return await http.request(method, sb.control_url + path, json=body)
 
 
-async def wait_until(predicate: Any, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+def assert_bare_http_error(response: httpx.Response, status: int) -> None:
+    """That HTTP status with a body that is no JSON at all (not a Zomro document)."""
+    assert response.status_code == status
+    with pytest.raises(json.JSONDecodeError):
+        response.json()
 
 
 # --------------------------------------------------------------------------- 5xx, blocks, latency
@@ -76,9 +52,7 @@ async def test_error_rate_one_answers_5xx_with_a_non_json_body_and_applies_nothi
 ) -> None:
     sb.set_faults(error_rate=1.0, error_status=502)
     response = await api(http, sb, **CREATE)
-    assert response.status_code == 502
-    with pytest.raises(json.JSONDecodeError):
-        response.json()
+    assert_bare_http_error(response, 502)
     assert sb.state.schedules == {}
 
 
@@ -109,10 +83,8 @@ async def test_block_answers_its_status_with_retry_after_until_it_ends(
 ) -> None:
     sb.set_faults(block={"status": status, "seconds": 30, "retry_after": 7})
     response = await api(http, sb, func="instances")
-    assert response.status_code == status
+    assert_bare_http_error(response, status)
     assert response.headers["Retry-After"] == "7"
-    with pytest.raises(json.JSONDecodeError):
-        response.json()
     clock.advance(30)
     assert (await api(http, sb, func="instances")).status_code == 200
 
@@ -150,7 +122,7 @@ async def test_late_create_is_applied_before_it_is_answered(
     started = time.monotonic()
     pending = asyncio.create_task(api(http, sb, **CREATE))
 
-    await wait_until(lambda: len(sb.state.schedules) == 1)
+    await wait_for_async("the late create applied", lambda: len(sb.state.schedules) == 1, timeout=5)
     assert not pending.done()  # applied, not yet answered
 
     response = await pending
@@ -218,9 +190,7 @@ async def test_outage_503_answers_service_unavailable_without_json(
 ) -> None:
     sb.set_faults(outage="503")
     response = await api(http, sb, func="auth", username="demo", password="demo")
-    assert response.status_code == 503
-    with pytest.raises(json.JSONDecodeError):
-        response.json()
+    assert_bare_http_error(response, 503)
     assert sb.state.sessions == {}
 
 

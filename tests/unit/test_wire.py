@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import SEED_ROW
 
 from zomro_backup_operator.zomro import wire
 from zomro_backup_operator.zomro.errors import (
@@ -26,16 +27,6 @@ from zomro_backup_operator.zomro.errors import (
     ZomroError,
 )
 from zomro_backup_operator.zomro.models import Instance, Schedule, Weekday, validate_time
-
-SEED_ROW = {
-    "create_date": {"$": "2024-07-24"},
-    "id": {"$": "14"},
-    "instance_id": {"$": "5203773"},
-    "name": {"$": "MySchedule"},
-    "rotation_days": {"$": "Monday Tuesday Wednesday Thursday Friday Saturday "},
-    "rotation_time": {"$": "02:01"},
-    "servername": {"$": "MyServer"},
-}
 
 
 def _body(doc: object) -> bytes:

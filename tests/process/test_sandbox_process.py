@@ -1,4 +1,5 @@
-"""The sandbox as its own process: the CLI, the state file, and the sync control client."""
+"""The sandbox as its own process: the CLI, the state file, and the sync control client (its
+configuration without a process: tests/unit/test_sandbox_config.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devkit.launchers import run_cli
 
-from zomro_backup_operator.sandbox import Sandbox, SandboxControl, start_sandbox_process
-from zomro_backup_operator.sandbox.command import exposure_warning
-from zomro_backup_operator.sandbox.config import ConfigError, load_config, parse_config
+from zomro_backup_operator.sandbox import SandboxControl, start_sandbox_process
 from zomro_backup_operator.sandbox.control import SandboxControlError
-from zomro_backup_operator.sandbox.faults import FaultError
+
+pytestmark = pytest.mark.process
 
 INSTANCE = "5203773"
 
@@ -110,13 +111,7 @@ def test_config_file_sets_accounts_and_secrets_stay_out_of_the_log(tmp_path: Pat
 def test_an_invalid_config_exits_with_a_message(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("accounts: []\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("sandbox", "--config", str(config))
     assert result.returncode == 2
     assert result.stdout == ""
     assert "accounts" in result.stderr
@@ -155,71 +150,16 @@ def test_sync_control_client_drives_a_sandbox_process_through_an_outage() -> Non
         assert control.requests() == []
 
 
-def test_the_example_config_loads_with_its_two_accounts() -> None:
-    example = Path(__file__).resolve().parents[2] / "examples" / "sandbox-config.yaml"
-    config = load_config(example)
-    assert [a.username for a in config.accounts] == ["demo", "other"]
-    assert config.accounts[0].instances[0].id == INSTANCE
-    assert config.session_ttl == 3600
-
-
-@pytest.mark.parametrize(
-    ("raw", "complaint"),
-    [
-        ({"accounts": [{"username": "a", "password": "p", "instances": [{"id": "x1"}]}]}, "id"),
-        (
-            {
-                "accounts": [
-                    {"username": "a", "password": "p", "instances": [{"id": 1, "name": "n"}]},
-                    {"username": "b", "password": "p", "instances": [{"id": 1, "name": "m"}]},
-                ]
-            },
-            "twice",
-        ),
-        ({"accounts": [{"username": "a:b", "password": "p"}]}, "username"),
-        ({"session_ttl": 0}, "session_ttl"),
-        ({"sesion_ttl": 10}, "unknown"),
-        ({"faults": {"outage": "maybe"}}, "outage"),
-    ],
-)
-def test_invalid_configs_are_refused_with_the_offending_entry_named(
-    raw: dict[str, object], complaint: str
-) -> None:
-    with pytest.raises((ConfigError, FaultError), match=complaint):
-        Sandbox(parse_config(raw))
-
-
 @pytest.mark.parametrize("content", ['{"version": 1}', "not json", '{"version": 99}'])
 def test_an_unusable_state_file_exits_with_a_message_instead_of_losing_it(
     tmp_path: Path, content: str
 ) -> None:
     state = tmp_path / "state.json"
     state.write_text(content)
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--state", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("sandbox", "--state", str(state))
     assert result.returncode == 2
     assert "state" in result.stderr
     assert state.read_text() == content
-
-
-@pytest.mark.parametrize("addresses", [["0.0.0.0"], ["127.0.0.1", "192.0.2.7"], ["::"]])  # noqa: S104
-def test_the_sandbox_warns_loudly_when_it_listens_beyond_loopback(addresses: list[str]) -> None:
-    # Judged on the addresses actually bound; not bound here, so no test exposes a sandbox.
-    warning = exposure_warning(addresses)
-    assert warning is not None
-    assert warning.startswith("WARNING: the sandbox listens on")
-    assert "no authentication" in warning
-    assert "not production" in warning
-
-
-@pytest.mark.parametrize("addresses", [["127.0.0.1"], ["::1", "127.0.0.1"], ["127.0.0.5"]])
-def test_loopback_addresses_raise_no_exposure_warning(addresses: list[str]) -> None:
-    assert exposure_warning(addresses) is None
 
 
 def test_the_sandbox_is_quiet_about_exposure_on_loopback(tmp_path: Path) -> None:
@@ -230,10 +170,6 @@ def test_the_sandbox_is_quiet_about_exposure_on_loopback(tmp_path: Path) -> None
 
 
 def test_the_sandbox_help_says_it_is_for_tests_and_demos_not_production() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "sandbox", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_cli("sandbox", "--help")
+    assert result.returncode == 0, result.stderr
     assert "for tests and demos, not production" in " ".join(result.stdout.split())

@@ -7,15 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from devkit.launchers import run_cli
+from devkit.waiting import wait_for
 
 from zomro_backup_operator.cli_tools.access import ExitCode
 from zomro_backup_operator.cli_tools.write_test import MARK
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
+
+pytestmark = pytest.mark.process
 
 INSTANCE = "5203773"
 
@@ -28,16 +31,6 @@ def sandbox() -> Iterator[SandboxProcess]:
 
 def marked(sandbox: SandboxProcess) -> list[dict[str, Any]]:
     return [s for s in sandbox.control.schedules(INSTANCE) if str(s["name"]).startswith(MARK)]
-
-
-def wait_for(what: str, probe: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_doctor(sandbox: SandboxProcess, *args: str) -> subprocess.Popen[str]:
@@ -75,7 +68,9 @@ def test_an_interrupted_write_test_deletes_its_schedule_before_exiting(
     sandbox.control.set_faults(latency=0.3)  # slow enough to be caught mid-test
     doctor = start_doctor(sandbox, "--write-test", "--instance", INSTANCE)
     try:
-        wait_for("the doctor's schedule at Zomro", lambda: marked(sandbox))
+        wait_for(
+            "the doctor's schedule at Zomro", lambda: marked(sandbox), timeout=30, interval=0.02
+        )
 
         doctor.send_signal(sig)
         out, err = doctor.communicate(timeout=60)
@@ -103,12 +98,6 @@ def test_the_report_goes_to_stdout_and_diagnostics_to_stderr(sandbox: SandboxPro
 
 
 def test_the_write_test_needs_an_instance() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "zomro_backup_operator", "doctor", "--write-test"],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli("doctor", "--write-test")
     assert result.returncode == ExitCode.USAGE
     assert "--write-test needs --instance" in result.stderr

@@ -9,7 +9,6 @@ under CI a missing binary fails these tests instead of skipping them.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -17,9 +16,11 @@ from typing import Any
 
 import pytest
 import yaml
+from devkit.launchers import ARGOCD, launcher_info
+
+pytestmark = pytest.mark.process
 
 REPO = Path(__file__).resolve().parents[2]
-HACK_ARGOCD = REPO / "hack" / "argocd"
 ARGOCD_CM = REPO / "argocd" / "argocd-cm.yaml"
 CUSTOMIZATIONS = REPO / "argocd" / "resource_customizations"
 HEALTH_TESTS = sorted(CUSTOMIZATIONS.glob("*/*/health_test.yaml"))
@@ -27,16 +28,7 @@ HEALTH_TESTS = sorted(CUSTOMIZATIONS.glob("*/*/health_test.yaml"))
 
 @pytest.fixture(scope="module")
 def argocd() -> Path:
-    result = subprocess.run(
-        [str(HACK_ARGOCD), "info"],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    info: dict[str, Any] = json.loads(result.stdout)
+    info = launcher_info(ARGOCD)
     if not info["built"]:
         reason = f"argocd is not built ({info['argocd']}); run `hack/argocd build` once"
         if os.environ.get("CI", "").lower() == "true":

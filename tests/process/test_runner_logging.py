@@ -7,6 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.process
+
 SESSION = "5e551on1d0f7e57"
 
 # A real login over loopback with the operator's own logging set up: the server's answer sets a
