@@ -34,11 +34,13 @@ def register_backup_kinds(registry: kopf.OperatorRegistry, config: Settings) -> 
     @kopf.on.resume(*backups, registry=registry, id="take")
     @kopf.on.create(*backups, registry=registry, id="take")
     async def take(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
-        await backup_handling.take_backup(runtime.of(memo), _call(kwargs, "backup_claims"), retry)
+        call = ResourceCall.from_kopf(kwargs, "backup_claims")
+        await backup_handling.take_backup(runtime.of(memo), call, retry)
 
     @kopf.on.delete(*backups, registry=registry, id="remove")
     async def remove(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
-        await backup_handling.remove_backup(runtime.of(memo), _call(kwargs, "backup_claims"), retry)
+        call = ResourceCall.from_kopf(kwargs, "backup_claims")
+        await backup_handling.remove_backup(runtime.of(memo), call, retry)
 
     @kopf.index(*retentions, registry=registry, id="retention_claims")
     def retention_claims(
@@ -53,31 +55,17 @@ def register_backup_kinds(registry: kopf.OperatorRegistry, config: Settings) -> 
     @kopf.on.create(*retentions, registry=registry, id="ensure")
     @kopf.on.update(*retentions, registry=registry, id="ensure", field="spec")
     async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
-        call = _call(kwargs, "retention_claims")
+        call = ResourceCall.from_kopf(kwargs, "retention_claims")
         await backup_handling.ensure_retention(runtime.of(memo), call, retry)
 
     @kopf.timer(*retentions, registry=registry, id="resync", interval=config.resync_seconds)
     async def resync(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
         if meta.get("deletionTimestamp"):
             return
-        call = _call({**kwargs, "meta": meta}, "retention_claims")
+        call = ResourceCall.from_kopf({**kwargs, "meta": meta}, "retention_claims")
         await backup_handling.ensure_retention(runtime.of(memo), call, None)
 
     @kopf.on.delete(*retentions, registry=registry, id="release")
     async def release(memo: kopf.Memo, **kwargs: Any) -> None:
-        await backup_handling.release_retention(runtime.of(memo), _call(kwargs, "retention_claims"))
-
-
-def _call(kwargs: dict[str, Any], index: str) -> ResourceCall:
-    meta = kwargs["meta"]
-    return ResourceCall(
-        body=kwargs["body"],
-        uid=kwargs["uid"],
-        namespace=kwargs["namespace"],
-        name=kwargs["name"],
-        generation=int(meta.get("generation") or 0),
-        spec=kwargs["spec"],
-        status=dict(kwargs["status"]),
-        patch=kwargs["patch"],
-        claims_index=kwargs[index],
-    )
+        call = ResourceCall.from_kopf(kwargs, "retention_claims")
+        await backup_handling.release_retention(runtime.of(memo), call)

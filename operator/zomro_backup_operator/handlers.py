@@ -58,11 +58,11 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     @kopf.on.create(*resource, registry=registry, id="ensure")
     @kopf.on.update(*resource, registry=registry, id="ensure")
     async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
-        await handling.ensure(runtime.of(memo), _resource(kwargs), retry)
+        await handling.ensure(runtime.of(memo), HandlerCall.from_kopf(kwargs, "claims"), retry)
 
     @kopf.on.delete(*resource, registry=registry, id="delete")
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
-        await handling.remove(runtime.of(memo), _resource(kwargs), retry)
+        await handling.remove(runtime.of(memo), HandlerCall.from_kopf(kwargs, "claims"), retry)
 
     @kopf.daemon(*resource, registry=registry, id="resync")
     async def resync(
@@ -70,7 +70,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     ) -> None:
         # kopf's body, spec, status and meta are live views: each pass reads them anew.
         def snapshot() -> tuple[HandlerCall, bool]:
-            call = _resource({**kwargs, "meta": meta, "patch": kopf.Patch()})
+            call = HandlerCall.from_kopf({**kwargs, "meta": meta, "patch": kopf.Patch()}, "claims")
             return call, bool(meta.get("deletionTimestamp"))
 
         await handling.keep_in_step(runtime.of(memo), snapshot, stopped.wait)
@@ -87,22 +87,6 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     async def backups(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
         await backup_checks.check(
             runtime.of(memo),
-            _resource({**kwargs, "meta": meta}),
+            HandlerCall.from_kopf({**kwargs, "meta": meta}, "claims"),
             deleting=bool(meta.get("deletionTimestamp")),
         )
-
-
-def _resource(kwargs: dict[str, Any]) -> HandlerCall:
-    meta = kwargs["meta"]
-    return HandlerCall(
-        body=kwargs["body"],
-        uid=kwargs["uid"],
-        namespace=kwargs["namespace"],
-        name=kwargs["name"],
-        generation=int(meta.get("generation") or 0),
-        spec=kwargs["spec"],
-        status=dict(kwargs["status"]),
-        annotations=dict(meta.get("annotations") or {}),
-        patch=kwargs["patch"],
-        claims_index=kwargs["claims"],
-    )

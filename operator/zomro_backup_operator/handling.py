@@ -10,8 +10,8 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn, Self
 
 import kopf
 
@@ -49,17 +49,33 @@ class ResourceCall:
     patch: kopf.Patch
     claims_index: Mapping[ClaimKey, Iterable[str]]
     """The kind's own claims index (kopf passes every index to every handler)."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @classmethod
+    def from_kopf(cls, kwargs: Mapping[str, Any], index: str) -> Self:
+        """The view of a kopf handler's keyword arguments; ``index``: the kind's claims index."""
+        meta = kwargs["meta"]
+        return cls(
+            body=kwargs["body"],
+            uid=kwargs["uid"],
+            namespace=kwargs["namespace"],
+            name=kwargs["name"],
+            generation=int(meta.get("generation") or 0),
+            spec=kwargs["spec"],
+            status=dict(kwargs["status"]),
+            patch=kwargs["patch"],
+            claims_index=kwargs[index],
+            annotations=dict(meta.get("annotations") or {}),
+        )
+
 
 @dataclass
 class HandlerCall(ResourceCall):
     """One handler call's view of a BackupSchedule."""
-
-    annotations: Mapping[str, str]
 
     def desired(self, rt: Runtime, *, deleting: bool = False) -> Desired:
         return Desired.from_resource(
