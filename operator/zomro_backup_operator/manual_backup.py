@@ -20,7 +20,14 @@ from typing import Any, Final, Literal, NoReturn, Protocol
 from zoneinfo import ZoneInfo
 
 from zomro_backup_operator.reconcile import CreatePendingError
-from zomro_backup_operator.resources import InvalidSpecError, InvalidStatusError, secret_name
+from zomro_backup_operator.resources import (
+    InstanceRequest,
+    InvalidSpecError,
+    InvalidStatusError,
+    secret_name,
+    spec_choice,
+    spec_instance_id,
+)
 from zomro_backup_operator.resources import _object_id as object_id
 from zomro_backup_operator.status import Readiness, ready_changes
 from zomro_backup_operator.time_zones import format_rfc3339 as rfc3339
@@ -54,46 +61,28 @@ FAILED_STATUSES: Final = frozenset({"error", "failed", "killed", "deleted", "del
 
 Phase = Literal["Pending", "InProgress", "Completed", "Failed"]
 DeletionPolicy = Literal["Retain", "Delete"]
+DELETION_POLICIES: Final[tuple[DeletionPolicy, ...]] = ("Retain", "Delete")
+"""spec.deletionPolicy of a Backup; the first is the default."""
 
 
-@dataclass(frozen=True)
-class BackupRequest:
+@dataclass(frozen=True, kw_only=True)
+class BackupRequest(InstanceRequest):
     """What one Backup asks for."""
 
-    namespace: str
-    name: str
-    generation: int
-    instance_id: str
     backup_name: str
     deletion_policy: DeletionPolicy = "Retain"
-    secret_name: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
     @classmethod
     def from_resource(
         cls, *, namespace: str, name: str, generation: int, spec: Mapping[str, Any]
     ) -> BackupRequest:
         """Read a spec; the CRD's schema checked it already, but check again and name the field."""
-        instance_id = object_id(
-            spec.get("instanceId", ""), field="spec.instanceId", error=InvalidSpecError
-        )
+        instance_id = spec_instance_id(spec)
         try:
             backup_name = validate_backup_name(str(spec.get("name") or ""))
         except ValueError as exc:
             raise InvalidSpecError(f"spec.name: {exc}") from None
-        policy: DeletionPolicy
-        match spec.get("deletionPolicy") or "Retain":
-            case "Retain":
-                policy = "Retain"
-            case "Delete":
-                policy = "Delete"
-            case other:
-                raise InvalidSpecError(
-                    f"spec.deletionPolicy must be Retain or Delete, got {other!r}"
-                )
+        policy = spec_choice(spec, "deletionPolicy", DELETION_POLICIES)
         return cls(
             namespace=namespace,
             name=name,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from zomro_backup_operator.pending import PendingCreate
@@ -25,6 +25,10 @@ FINALIZER = "zomro.com/finalizer"
 ADOPT_ANNOTATION = "zomro.com/schedule-id"
 
 DeletionPolicy = Literal["Delete", "Orphan"]
+DELETION_POLICIES: Final[tuple[DeletionPolicy, ...]] = ("Delete", "Orphan")
+"""spec.deletionPolicy of a BackupSchedule; the first is the default."""
+
+_Choice = TypeVar("_Choice", bound=str)
 
 
 class InvalidSpecError(ValueError):
@@ -59,6 +63,36 @@ def secret_name(spec: Mapping[str, Any]) -> str | None:
     return (secret.get("name") or None) if isinstance(secret, Mapping) else None
 
 
+def spec_instance_id(spec: Mapping[str, Any]) -> str:
+    """``spec.instanceId``, checked: every kind's spec names its instance so."""
+    return _object_id(spec.get("instanceId", ""), field="spec.instanceId", error=InvalidSpecError)
+
+
+def spec_choice(spec: Mapping[str, Any], key: str, choices: Sequence[_Choice]) -> _Choice:
+    """``spec.<key>``, one of ``choices``; the first when the spec leaves it out."""
+    value = spec.get(key) or choices[0]
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise InvalidSpecError(f"spec.{key} must be {' or '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRequest:
+    """What a resource of any of the operator's kinds names: itself, the instance it acts on and
+    the Secret of that instance's account. Each kind's request adds what its spec asks for."""
+
+    namespace: str
+    name: str
+    generation: int
+    instance_id: str
+    secret_name: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 @dataclass(frozen=True)
 class Timing:
     """When a schedule runs, and until when what Zomro holds for it stays right."""
@@ -71,19 +105,14 @@ class Timing:
     ``time_zones.CHANGE_HORIZON``."""
 
 
-@dataclass(frozen=True)
-class Desired:
+@dataclass(frozen=True, kw_only=True)
+class Desired(InstanceRequest):
     """What one BackupSchedule asks for. ``schedule`` is what Zomro must hold now, on its own
     clock: the spec's days and time, converted from spec.timeZone when that is set."""
 
-    namespace: str
-    name: str
-    generation: int
-    instance_id: str
     schedule: ScheduleSpec
     deletion_policy: DeletionPolicy = "Delete"
     adopt_id: str | None = None
-    secret_name: str | None = None
     suspend: bool = False
     time_zone: str | None = None
     """spec.timeZone as written (None: the days and time are on Zomro's clock)."""
@@ -91,10 +120,6 @@ class Desired:
     """The spec's own days and time, when spec.timeZone converts them into ``schedule``."""
     timing: Timing | None = None
     """None while suspended or being deleted: nothing runs."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
     @classmethod
     def from_resource(
@@ -116,9 +141,7 @@ class Desired:
         ``deleting``: the adoption annotation and spec.timeZone are not read, so that a bad one
         cannot hold up the deletion (they only matter while a schedule runs). A suspended
         resource's spec.timeZone is not read either: nothing is sent to Zomro for it."""
-        instance_id = _object_id(
-            spec.get("instanceId", ""), field="spec.instanceId", error=InvalidSpecError
-        )
+        instance_id = spec_instance_id(spec)
         try:
             days = frozenset(Weekday.from_name(str(day)) for day in spec.get("days") or [])
         except ValueError as exc:
@@ -131,16 +154,7 @@ class Desired:
             )
         except ValueError as exc:
             raise InvalidSpecError(f"spec: {exc}") from None
-        policy: DeletionPolicy
-        match spec.get("deletionPolicy") or "Delete":
-            case "Delete":
-                policy = "Delete"
-            case "Orphan":
-                policy = "Orphan"
-            case other:
-                raise InvalidSpecError(
-                    f"spec.deletionPolicy must be Delete or Orphan, got {other!r}"
-                )
+        policy = spec_choice(spec, "deletionPolicy", DELETION_POLICIES)
         adopt_id = None if deleting else (annotations.get(ADOPT_ANNOTATION) or "").strip() or None
         if adopt_id is not None:
             adopt_id = _object_id(

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from zomro_backup_operator.reconcile import ConflictError
-from zomro_backup_operator.resources import InvalidSpecError, secret_name
-from zomro_backup_operator.resources import _object_id as object_id
+from zomro_backup_operator.resources import (
+    InstanceRequest,
+    InvalidSpecError,
+    secret_name,
+    spec_instance_id,
+)
 from zomro_backup_operator.zomro.models import BackupListing, validate_backup_rotation
 
 PLURAL: Final = "backupretentions"
@@ -27,29 +31,18 @@ ROTATION_CLAIM: Final = "backup_rotation"
 LEFT_AS_IS: Final = "deleting this BackupRetention leaves Zomro's setting as it is"
 
 
-@dataclass(frozen=True)
-class RetentionRequest:
+@dataclass(frozen=True, kw_only=True)
+class RetentionRequest(InstanceRequest):
     """What one BackupRetention asks for."""
 
-    namespace: str
-    name: str
-    generation: int
-    instance_id: str
     keep: int
-    secret_name: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
     @classmethod
     def from_resource(
         cls, *, namespace: str, name: str, generation: int, spec: Mapping[str, Any]
     ) -> RetentionRequest:
         """Read a spec; the CRD's schema checked it already, but check again and name the field."""
-        instance_id = object_id(
-            spec.get("instanceId", ""), field="spec.instanceId", error=InvalidSpecError
-        )
+        instance_id = spec_instance_id(spec)
         keep = spec.get("keep")
         try:
             if not isinstance(keep, int):
