@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from test_sandbox_api import INSTANCE, call, error_of, login
+from test_sandbox_api import INSTANCE, call, error_of, login, take
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, SandboxControl
 from zomro_backup_operator.sandbox import running_sandbox as serve
@@ -40,19 +39,8 @@ def kyiv(day: int, hour: int, minute: int, second: int = 0, month: int = 11) -> 
 
 @pytest.fixture
 def clock() -> ManualClock:
+    """conftest's ``sb`` runs on this clock: a Monday noon in Kyiv."""
     return ManualClock(start=MONDAY_NOON.timestamp())
-
-
-@pytest.fixture
-async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
-    async with serve(clock=clock) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 def schedule(sb: RunningSandbox, days: list[int], time: str, name: str = "nightly") -> None:
@@ -327,20 +315,6 @@ async def test_auto_backups_beyond_the_rotation_are_removed_and_manual_ones_kept
 
 
 # --- manual backups -------------------------------------------------------------------------
-
-
-async def take(http: httpx.AsyncClient, sb: RunningSandbox, name: str) -> dict[str, Any]:
-    doc = await call(
-        http,
-        sb,
-        func="instances.fleio_bckps.edit",
-        authinfo="demo:demo",
-        plid=INSTANCE,
-        name=name,
-        sok="ok",
-    )
-    sb.advance_clock(sb.state.config.backup_duration)
-    return doc
 
 
 async def test_the_daily_limit_counts_deleted_backups_and_resets_at_provider_midnight(
