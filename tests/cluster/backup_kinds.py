@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
-from harness import Cluster, OperatorProcess, wait_for
+from harness import Cluster, OperatorProcess, finalize_left, wait_for
 from kubernetes.client.exceptions import ApiException
 
 from zomro_backup_operator.resources import GROUP, VERSION
@@ -100,6 +100,17 @@ class Kind:
     def wait_gone(self, name: str, *, timeout: float = 60.0) -> None:
         wait_for(f"{self.kind} {name} to be gone", lambda: self.get(name) is None, timeout=timeout)
 
+    def clear_finalizers(self, name: str) -> None:
+        """Let the resource go without its operator."""
+        self.cluster.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.cluster.namespace,
+            self.plural,
+            name,
+            {"metadata": {"finalizers": []}},
+        )
+
     def event_reasons(self, name: str) -> list[str]:
         return [
             e.reason
@@ -125,27 +136,9 @@ def retentions(
 
 
 def _finalize(kind: Kind, operator: OperatorProcess, sandbox: SandboxProcess) -> None:
-    """Let the operator finalize what the test left (a protected image unprotected first), so
-    that the namespace can go; strip the finalizer of what it cannot."""
-    sandbox.control.clear_faults()
+    """Unprotect the images a test protected, then let the operator finalize what it left."""
     for instance in sandbox.control.state()["instances"].values():
         for backup in instance["backups"]:
             if backup["protected"]:
                 sandbox.control.set_backup_protected(backup["id"], False)
-    if operator.process is None or operator.process.poll() is not None:
-        operator.start()
-    names = kind.names()
-    for name in names:
-        kind.delete(name)
-    for name in names:
-        try:
-            kind.wait_gone(name, timeout=30)
-        except AssertionError:
-            kind.cluster.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                kind.cluster.namespace,
-                kind.plural,
-                name,
-                {"metadata": {"finalizers": []}},
-            )
+    finalize_left(kind, kind.names(), sandbox, operator)

@@ -26,6 +26,7 @@ from harness import (
     USERNAME,
     Cluster,
     OperatorProcess,
+    finalize_left,
     list_bodies,
     operator_env,
     sandbox_process,
@@ -276,23 +277,9 @@ def operator(
     try:
         yield process
     finally:
-        _clean_up(cluster, sandbox, process)
+        # Let the operator finalize what the test left, so the namespace can go.
+        finalize_left(cluster, list(list_bodies(cluster)), sandbox, process)
         process.stop()
-
-
-def _clean_up(cluster: Cluster, sandbox: SandboxProcess, process: OperatorProcess) -> None:
-    """Let the operator finalize what the test left, so the namespace can go."""
-    sandbox.control.clear_faults()
-    if process.process is None or process.process.poll() is not None:
-        process.start()
-    names = list(list_bodies(cluster))
-    for name in names:
-        cluster.delete(name)
-    for name in names:
-        try:
-            cluster.wait_gone(name, timeout=30)
-        except AssertionError:
-            cluster.clear_finalizers(name)
 
 
 # --- the node: the operator's image, built by `make image` and imported into the node ---------

@@ -15,7 +15,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, Protocol, cast
 
 import pytest
 from devkit.launchers import operator_command
@@ -244,6 +244,37 @@ class Cluster:
 
     def event_reasons(self, name: str) -> list[str]:
         return [e.reason for e in self.events() if e.involved_object.name == name]
+
+
+class Finalizable(Protocol):
+    """One kind's resources in the test's namespace, as the clean-up after a test sees them."""
+
+    def delete(self, name: str) -> None: ...
+
+    def wait_gone(self, name: str, *, timeout: float = 60.0) -> None: ...
+
+    def clear_finalizers(self, name: str) -> None: ...
+
+
+def finalize_left(
+    resources: Finalizable,
+    names: list[str],
+    sandbox: SandboxProcess,
+    operator: OperatorProcess,
+) -> None:
+    """Let the operator (started again if the test stopped it, Zomro without faults) finalize
+    what a test left of ``names``, so that the namespace can go; strip the finalizer of what it
+    cannot."""
+    sandbox.control.clear_faults()
+    if operator.process is None or operator.process.poll() is not None:
+        operator.start()
+    for name in names:
+        resources.delete(name)
+    for name in names:
+        try:
+            resources.wait_gone(name, timeout=30)
+        except AssertionError:
+            resources.clear_finalizers(name)
 
 
 def apply_spec(
