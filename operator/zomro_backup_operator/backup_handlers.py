@@ -9,7 +9,7 @@ import kopf
 
 from zomro_backup_operator import backup_handling, manual_backup, retention, runtime
 from zomro_backup_operator.backup_handling import backup_claim
-from zomro_backup_operator.claims import ClaimKey
+from zomro_backup_operator.claims import ClaimKey, index_entry
 from zomro_backup_operator.handling import ResourceCall
 from zomro_backup_operator.resources import GROUP, VERSION
 from zomro_backup_operator.settings import Settings
@@ -25,11 +25,8 @@ def register_backup_kinds(registry: kopf.OperatorRegistry, config: Settings) -> 
     def backup_claims(
         spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **_: Any
     ) -> dict[ClaimKey, str]:
-        backup_id = str(status.get("backupId") or "")
-        instance_id = str(spec.get("instanceId") or "")
-        if not is_object_id(backup_id) or not is_object_id(instance_id):
-            return {}
-        return {(instance_id, backup_claim(backup_id)): f"{namespace}/{name}"}
+        owner = f"{namespace}/{name}"
+        return index_entry(spec.get("instanceId"), status.get("backupId"), owner, backup_claim)
 
     @kopf.on.resume(*backups, registry=registry, id="take")
     @kopf.on.create(*backups, registry=registry, id="take")

@@ -3,10 +3,26 @@ their statuses are still on their way to the API server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+
+from zomro_backup_operator.zomro.models import is_object_id
 
 ClaimKey = tuple[str, str]
 """(instance id, schedule id)."""
+
+
+def index_entry(
+    instance_id: object,
+    held_id: object,
+    owner: str,
+    second: Callable[[str], str] = str,
+) -> dict[ClaimKey, str]:
+    """One resource's entry in a claims index: ``(instance id, second(held id))`` to ``owner``.
+    A missing or malformed id claims nothing; the resource's own handlers report it."""
+    instance, held = str(instance_id or ""), str(held_id or "")
+    if not is_object_id(instance) or not is_object_id(held):
+        return {}
+    return {(instance, second(held)): owner}
 
 
 class Claims:

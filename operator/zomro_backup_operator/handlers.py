@@ -10,11 +10,10 @@ import kopf
 
 from zomro_backup_operator import backup_checks, handling, runtime
 from zomro_backup_operator.backup_handlers import register_backup_kinds
-from zomro_backup_operator.claims import ClaimKey
+from zomro_backup_operator.claims import ClaimKey, index_entry
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
 from zomro_backup_operator.settings import Settings
-from zomro_backup_operator.zomro.models import is_object_id
 
 
 def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
@@ -47,12 +46,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
     def claims(
         spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **_: Any
     ) -> dict[ClaimKey, str]:
-        schedule_id = str(status.get("scheduleId") or "")
-        instance_id = str(spec.get("instanceId") or "")
-        # A malformed id claims nothing; the resource's own handlers report it.
-        if not is_object_id(schedule_id) or not is_object_id(instance_id):
-            return {}
-        return {(str(instance_id), str(schedule_id)): f"{namespace}/{name}"}
+        return index_entry(spec.get("instanceId"), status.get("scheduleId"), f"{namespace}/{name}")
 
     @kopf.on.resume(*resource, registry=registry, id="ensure")
     @kopf.on.create(*resource, registry=registry, id="ensure")
