@@ -29,6 +29,11 @@ DRIFT_CORRECTIONS = Counter(
     ["kind"],
 )
 
+LEADER = Gauge(
+    "zomro_operator_leader",
+    "1 while this replica holds the leader-election Lease (or runs --standalone), else 0.",
+)
+
 
 def observe_request(func: str, outcome: str, seconds: float) -> None:
     ZOMRO_REQUESTS.labels(func=func, outcome=outcome).inc()

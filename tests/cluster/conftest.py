@@ -21,13 +21,12 @@ import yaml
 from harness import (
     CRD,
     PASSWORD,
-    RESYNC_SECONDS,
     SANDBOX_CONFIG,
-    SETTLE_SECONDS,
     USERNAME,
     Cluster,
     OperatorProcess,
-    list_bodies,
+    finalize_leftovers,
+    operator_env,
     temporary_namespace,
 )
 
@@ -276,47 +275,13 @@ def operator(
     cluster: Cluster, sandbox: SandboxProcess, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     sandbox.control.reset()
-    process = OperatorProcess(
-        cluster.namespace,
-        {
-            "ZOMRO_API_URL": sandbox.url,
-            "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
-            "ZOMRO_METRICS_PORT": "0",
-            "ZOMRO_LOG_LEVEL": "DEBUG",
-            "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
-            "ZOMRO_TIMEOUT_SECONDS": "5",
-            "ZOMRO_CREATE_SETTLE_SECONDS": str(SETTLE_SECONDS),
-        },
-        tmp_path,
-    )
+    process = OperatorProcess(cluster.namespace, operator_env(sandbox.url), tmp_path)
     process.start()
     try:
         yield process
     finally:
-        _clean_up(cluster, sandbox, process)
+        finalize_leftovers(cluster, sandbox, process)
         process.stop()
-
-
-def _clean_up(cluster: Cluster, sandbox: SandboxProcess, process: OperatorProcess) -> None:
-    """Let the operator finalize what the test left, so the namespace can go."""
-    sandbox.control.clear_faults()
-    if process.process is None or process.process.poll() is not None:
-        process.start()
-    names = list(list_bodies(cluster))
-    for name in names:
-        cluster.delete(name)
-    for name in names:
-        try:
-            cluster.wait_gone(name, timeout=30)
-        except AssertionError:
-            cluster.custom.patch_namespaced_custom_object(
-                "zomro.com",
-                "v1alpha1",
-                cluster.namespace,
-                "backupschedules",
-                name,
-                {"metadata": {"finalizers": []}},
-            )
 
 
 # --- the node: the operator's image, built by `make image` and imported into the node ---------

@@ -222,20 +222,46 @@ class Cluster:
         return [e.reason for e in self.events() if e.involved_object.name == name]
 
 
-class OperatorProcess:
-    """``zomro-backup-operator run`` in its own process, restartable and killable."""
+def operator_env(sandbox_url: str) -> dict[str, str]:
+    """The settings every operator process of these tests runs with."""
+    return {
+        "ZOMRO_API_URL": sandbox_url,
+        "ZOMRO_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        "ZOMRO_METRICS_PORT": "0",
+        "ZOMRO_LOG_LEVEL": "DEBUG",
+        "ZOMRO_MAX_REQUESTS_PER_SECOND": "50",
+        "ZOMRO_TIMEOUT_SECONDS": "5",
+        "ZOMRO_CREATE_SETTLE_SECONDS": str(SETTLE_SECONDS),
+    }
 
-    def __init__(self, namespace: str, env: dict[str, str], log_dir: Path) -> None:
+
+class OperatorProcess:
+    """``zomro-backup-operator run`` in its own process, restartable and killable.
+
+    ``standalone`` False: it takes part in leader election (see :func:`elected_operators`);
+    ``label`` names its log files, so that several processes can share ``log_dir``."""
+
+    def __init__(
+        self,
+        namespace: str,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        standalone: bool = True,
+        label: str = "operator",
+    ) -> None:
         self.namespace = namespace
         self.env = env
         self.log_dir = log_dir
+        self.standalone = standalone
+        self.label = label
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.extra_args: list[str] = []
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"{self.label}-{self.starts}.log"
 
     def start(self) -> None:
         self.starts += 1
@@ -246,7 +272,7 @@ class OperatorProcess:
                     "-m",
                     "zomro_backup_operator",
                     "run",
-                    "--standalone",
+                    *(["--standalone"] if self.standalone else []),
                     "-n",
                     self.namespace,
                     *self.extra_args,
@@ -271,11 +297,85 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def send(self, sig: signal.Signals) -> None:
+        """Send ``sig`` (SIGSTOP, SIGCONT, ...) to the running process."""
+        assert self.process is not None, f"{self.label} never started"
+        assert self.process.poll() is None, f"{self.label} is not running"
+        self.process.send_signal(sig)
+
+    @property
+    def identity(self) -> str:
+        """Its identity among the candidates (POD_ID), as the Lease's holder names it."""
+        return self.env["POD_ID"]
+
     def logs(self) -> str:
         return "\n".join(
-            (self.log_dir / f"operator-{n}.log").read_text(errors="replace")
+            (self.log_dir / f"{self.label}-{n}.log").read_text(errors="replace")
             for n in range(1, self.starts + 1)
         )
+
+
+LEASE_DURATION = 4
+"""Leader election in these tests: lease duration, renew deadline and retry period, seconds."""
+RENEW_DEADLINE = 3
+RETRY_PERIOD = 1
+
+
+def elected_operators(
+    namespace: str, sandbox_url: str, log_dir: Path, labels: tuple[str, ...] = ("a", "b")
+) -> list[OperatorProcess]:
+    """Operator processes (not started) that elect a leader through one Lease in ``namespace``.
+
+    Each has its own identity (POD_ID ``op-<label>``) and reaches the sandbox through its own
+    ``/_via/<label>/`` URL, so that the sandbox's request log tells which process sent what."""
+    base = sandbox_url.rstrip("/")
+    return [
+        OperatorProcess(
+            namespace,
+            {
+                **operator_env(f"{base}/_via/{label}/"),
+                "POD_ID": f"op-{label}",
+                "ZOMRO_LEASE_NAMESPACE": namespace,
+                "ZOMRO_LEASE_DURATION_SECONDS": str(LEASE_DURATION),
+                "ZOMRO_LEASE_RENEW_DEADLINE_SECONDS": str(RENEW_DEADLINE),
+                "ZOMRO_LEASE_RETRY_PERIOD_SECONDS": str(RETRY_PERIOD),
+            },
+            log_dir,
+            standalone=False,
+            label=label,
+        )
+        for label in labels
+    ]
+
+
+def lease_holder(api: Any, namespace: str, name: str = "zomro-backup-operator") -> str | None:
+    """Who holds the leader-election Lease now (None: nobody, or no Lease yet)."""
+    try:
+        lease = client.CoordinationV1Api(api).read_namespaced_lease(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    holder = lease.spec.holder_identity if lease.spec else None
+    return str(holder) if holder else None
+
+
+def finalize_leftovers(cluster: Cluster, sandbox: Any, process: OperatorProcess) -> None:
+    """Let the operator (``process``, started if it is not running) finalize what the test
+    left, so the namespace can go; a resource it cannot finalize in time loses its finalizer."""
+    sandbox.control.clear_faults()
+    if process.process is None or process.process.poll() is not None:
+        process.start()
+    names = list(list_bodies(cluster))
+    for name in names:
+        cluster.delete(name)
+    for name in names:
+        try:
+            cluster.wait_gone(name, timeout=30)
+        except AssertionError:
+            cluster.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, cluster.namespace, PLURAL, name, {"metadata": {"finalizers": []}}
+            )
 
 
 # --- many resources at once (the chaos and rate-budget suites) ------------------------------
