@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 from kubernetes.leaderelection import electionconfig, leaderelection
@@ -88,12 +88,24 @@ def exit_now() -> None:
     os._exit(1)
 
 
-class _TimedLeaseApi:
+class LeaseApi(Protocol):
+    """What LeaseLock calls of CoordinationV1Api, and when the API server last answered."""
+
+    answered_at: float | None
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> Any: ...
+
+    def create_namespaced_lease(self, namespace: str, body: Any) -> Any: ...
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any: ...
+
+
+class TimedLeaseApi:
     """The three CoordinationV1Api calls LeaseLock makes, each bounded by ``timeout`` (the
     official lock sets none, and a hung request would hold the election still), noting when the
     API server last answered."""
 
-    def __init__(self, api_client: Any, timeout: float, clock: Clock) -> None:
+    def __init__(self, api_client: Any, timeout: float, clock: Clock = time.monotonic) -> None:
         self._api = kubernetes.client.CoordinationV1Api(api_client)
         self._timeout = timeout
         self._clock = clock
@@ -178,13 +190,14 @@ class Leadership:
     """This process's part in the election: start it, ask it (``may_write``, ``leading``), and
     release the Lease on a clean stop.
 
-    ``clock``, ``arm`` (the dead man's switch) and ``on_lost`` (exit) are the test seams."""
+    ``lease_api`` (a :class:`TimedLeaseApi` over the API server), ``clock``, ``arm`` (the dead
+    man's switch) and ``on_lost`` (exit) are the test seams."""
 
     def __init__(
         self,
         settings: Settings,
         identity: str,
-        api_client: Any,
+        lease_api: LeaseApi,
         *,
         clock: Clock = time.monotonic,
         arm: Callable[[float], None] = arm_alarm,
@@ -202,8 +215,8 @@ class Leadership:
         self._lock = LeaseLock(  # type: ignore[no-untyped-call]
             settings.lease_name, settings.lease_namespace, identity
         )
-        self._api = _TimedLeaseApi(api_client, settings.lease_renew_deadline_seconds / 2, clock)
-        self._lock.api_instance = self._api  # type: ignore[assignment]
+        self._api = lease_api
+        self._lock.api_instance = lease_api  # type: ignore[assignment]
         self._on_leading: Callable[[], None] = lambda: None
         self._election = _Election(
             electionconfig.Config(  # type: ignore[no-untyped-call]

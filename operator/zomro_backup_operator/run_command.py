@@ -15,7 +15,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 import kopf
 
 from zomro_backup_operator import handlers, kube, metrics
-from zomro_backup_operator.leader_election import Leadership
+from zomro_backup_operator.leader_election import Leadership, TimedLeaseApi
 from zomro_backup_operator.probes import Probes
 from zomro_backup_operator.settings import Settings, SettingsError
 
@@ -48,7 +48,8 @@ def run(
     if not standalone:
         # The dead man's switch of leader election is SIGALRM's default action: process exit.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        leadership = Leadership(settings, identity, kube.load_client())
+        lease_api = TimedLeaseApi(kube.load_client(), settings.lease_renew_deadline_seconds / 2)
+        leadership = Leadership(settings, identity, lease_api)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, leadership.may_write if leadership else None)
     metrics.serve(settings.metrics_port)

@@ -57,9 +57,10 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, *, pod_namespace_file: Path = POD_NAMESPACE_FILE
+        cls, env: Mapping[str, str] | None = None, *, pod_namespace_file: Path | None = None
     ) -> Settings:
         env = os.environ if env is None else env
+        pod_namespace_file = pod_namespace_file or POD_NAMESPACE_FILE
         timeout = _number(env, "ZOMRO_TIMEOUT_SECONDS", 30.0, minimum=0.1)
         lease, renew, retry = _lease_durations(env)
         return cls(

@@ -75,7 +75,7 @@ class Sandbox:
         app.router.add_route("GET", "/", self.handle_api)
         app.router.add_route("POST", "/", self.handle_api)
         # The same API under /_via/<label>/: a test gives each client process its own base URL,
-        # and the request log says which process sent what (tests/cluster/test_leader_election.py).
+        # and the request log says which process sent what (test_leader_election_cluster.py).
         app.router.add_route("GET", "/_via/{client}/", self.handle_api)
         app.router.add_route("POST", "/_via/{client}/", self.handle_api)
         c = CONTROL_PREFIX
