@@ -53,19 +53,16 @@ def run(
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, leadership.may_write if leadership else None)
     metrics.serve(settings.metrics_port)
-    with contextlib.suppress(asyncio.CancelledError):
-        asyncio.run(
-            operate(
-                registry,
-                namespaces=namespaces,
-                liveness=liveness,
-                leadership=leadership,
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(
+                operate(registry, namespaces=namespaces, liveness=liveness, leadership=leadership)
             )
-        )
-    # The loop and its worker threads are done: nothing of this process writes any more.
-    if leadership is not None:
-        metrics.LEADER.set(0)
-        leadership.release()
+    finally:
+        # The loop and its worker threads are done: nothing of this process writes any more.
+        if leadership is not None:
+            metrics.LEADER.set(0)
+            leadership.release()
     return 0
 
 
