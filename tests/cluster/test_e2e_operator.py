@@ -87,11 +87,15 @@ def _helm_values(image: str, namespace: str, api_url: str) -> list[str]:
     return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
 
 
-def _helm_install(helm: Helm, namespace: str, image: str, api_url: str, *extra: str) -> str:
-    """helm install of the chart with the built image; returns the release's Pod selector."""
+def _helm_install(
+    helm: Helm, kubectl: Kubectl, namespace: str, image: str, api_url: str, *extra: str
+) -> str:
+    """helm install of the chart with the built image, waited until its Deployment is Available
+    (both replicas Ready); returns the release's Pod selector."""
     values = _helm_values(image, namespace, api_url)
     values += [arg for value in extra for arg in ("--set", value)]
     helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s", *values)
+    kubectl("-n", namespace, "wait", "--for=condition=Available", f"deploy/{RELEASE}")
     return f"app.kubernetes.io/instance={RELEASE}"
 
 
@@ -213,8 +217,7 @@ def test_helm_install_upgrade_and_uninstall_run_the_operator_in_a_restricted_pod
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
-    selector = _helm_install(helm, namespace, image, api_url)
-    kubectl("-n", namespace, "wait", "--for=condition=Available", f"deploy/{RELEASE}")
+    selector = _helm_install(helm, kubectl, namespace, image, api_url)
     _assert_runs_like_users_run_it(kubectl, namespace, selector, f"{RELEASE}-metrics", image)
 
     cluster = Cluster(k8s_api, namespace)
@@ -285,8 +288,7 @@ def test_two_replicas_elect_one_leader_and_the_standby_leads_when_its_pod_is_del
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
-    selector = _helm_install(helm, namespace, image, api_url)
-    kubectl("-n", namespace, "wait", "--for=condition=Available", f"deploy/{RELEASE}")
+    selector = _helm_install(helm, kubectl, namespace, image, api_url)
     leader = _operator_pod(kubectl, namespace, selector)["metadata"]["name"]
     (standby,) = {p["metadata"]["name"] for p in _operator_pods(kubectl, namespace, selector)} - {
         leader
@@ -429,7 +431,9 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
-    selector = _helm_install(helm, namespace, image, api_url, "zomro.maxRequestsPerSecond=20")
+    selector = _helm_install(
+        helm, kubectl, namespace, image, api_url, "zomro.maxRequestsPerSecond=20"
+    )
     cluster = Cluster(k8s_api, namespace)
     control.set_faults(latency=0.1)  # spreads the creates over seconds, so the kill lands inside
     specs = {f"m{n:03d}": {**mass_spec(n), "secret": None} for n in range(30)}

@@ -73,6 +73,18 @@ def _standing_by(process: OperatorProcess) -> None:
     wait_for(f"{process.label} to stand by", lambda: "is a candidate" in process.logs())
 
 
+def _leader_and_standby(
+    k8s_api: Any, cluster: Cluster, candidates: list[OperatorProcess]
+) -> tuple[OperatorProcess, OperatorProcess]:
+    """The first candidate started and leading, then the second started and standing by."""
+    leader, standby = candidates[:2]
+    leader.start()
+    _leads(k8s_api, cluster, leader)
+    standby.start()
+    _standing_by(standby)
+    return leader, standby
+
+
 def _senders(sandbox: SandboxProcess) -> list[str | None]:
     return [record.get("client") for record in sandbox.control.requests()]
 
@@ -95,11 +107,7 @@ def test_killing_the_leader_mid_create_leaves_one_schedule_per_resource_after_ta
     sandbox: SandboxProcess,
     candidates: list[OperatorProcess],
 ) -> None:
-    a, b = candidates[:2]
-    a.start()
-    _leads(k8s_api, cluster, a)
-    b.start()
-    _standing_by(b)
+    a, b = _leader_and_standby(k8s_api, cluster, candidates)
     specs = {f"mass-{n:02d}": mass_spec(n) for n in range(30)}
 
     create_many(cluster, specs)
@@ -123,11 +131,7 @@ def test_a_leader_stopped_past_its_lease_does_nothing_to_zomro_after_it_wakes(
     sandbox: SandboxProcess,
     candidates: list[OperatorProcess],
 ) -> None:
-    a, b = candidates[:2]
-    a.start()
-    _leads(k8s_api, cluster, a)
-    b.start()
-    _standing_by(b)
+    a, b = _leader_and_standby(k8s_api, cluster, candidates)
     specs = {f"mass-{n:02d}": mass_spec(n) for n in range(10)}
     create_many(cluster, specs)
     wait_all_ready(cluster, list(specs))
@@ -160,11 +164,8 @@ def test_a_rolling_restart_of_both_replicas_keeps_one_schedule_per_resource(
     sandbox: SandboxProcess,
     candidates: list[OperatorProcess],
 ) -> None:
-    a, b, c, d = candidates
-    a.start()
-    _leads(k8s_api, cluster, a)
-    b.start()
-    _standing_by(b)
+    a, b = _leader_and_standby(k8s_api, cluster, candidates)
+    c, d = candidates[2:]
     first = {f"mass-{n:02d}": mass_spec(n) for n in range(10)}
     create_many(cluster, first)
     wait_all_ready(cluster, list(first))
