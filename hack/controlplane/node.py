@@ -34,7 +34,8 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 # The processes a node adds, in start order (stopped in reverse).
 NODE_PROCESSES = ("containerd", "kubelet", "kube-proxy", "kube-scheduler")
 # Controllers a node needs on top of core.CONTROLLERS: Deployments roll out, Services get
-# endpoints, the node's not-ready taint goes once it is Ready, and pods of a gone node are removed.
+# endpoints, the node's not-ready taint goes once it is Ready, pods of a gone node are removed,
+# and PodDisruptionBudgets get their status (the chart ships one; Argo CD's health reads it).
 NODE_CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
@@ -42,6 +43,7 @@ NODE_CONTROLLERS = (
     "endpoints-controller",
     "node-lifecycle-controller",
     "pod-garbage-collector-controller",
+    "disruption-controller",
 )
 # Debian packages the node runs with (iptables for kube-proxy, the CNI plugins, `ip`).
 RUNTIME_PACKAGES = ("iptables", "conntrack", "iproute2", "containernetworking-plugins")

@@ -54,10 +54,10 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "zomro_backup_operator", *args]
 
 
-def operator_command(*args: str) -> list[str]:
-    """`zomro-backup-operator run --standalone ARGS...`: the operator as the tests and the
-    benchmark start it, outside a Pod."""
-    return cli("run", "--standalone", *args)
+def operator_command(*args: str, standalone: bool = True) -> list[str]:
+    """`zomro-backup-operator run [--standalone] ARGS...`: the operator as the tests and the
+    benchmark start it, outside a Pod (standalone unless it is to take part in leader election)."""
+    return cli("run", *(["--standalone"] if standalone else []), *args)
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -32,10 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         default=None,
-        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz, and readiness on "
+        "/readyz of the same port (both from the start, also on a standby)",
     )
     run.add_argument(
-        "--standalone", action="store_true", help="do not take part in peering (single replica)"
+        "--standalone",
+        action="store_true",
+        help="do not take part in leader election (one replica only)",
     )
 
     sandbox = sub.add_parser(

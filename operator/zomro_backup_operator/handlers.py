@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -16,8 +17,13 @@ from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
 from zomro_backup_operator.settings import Settings
 
 
-def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
-    """Register every handler; the drift check's period and the runtime come from ``config``."""
+def register(
+    registry: kopf.OperatorRegistry,
+    config: Settings,
+    may_write: Callable[[], bool] | None = None,
+) -> None:
+    """Register every handler; the drift check's period and the runtime come from ``config``;
+    ``may_write`` fences every Zomro and status write (leader election)."""
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry, id="start")
@@ -31,7 +37,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         # lock or the rate limit) keeps the finalizer until kopf looks again: by default after
         # 60 s, which held a fifth of a mass deletion for a minute (hack/bench).
         settings.background.cancellation_polling = 2.0
-        memo.runtime = runtime.Runtime.build(config)
+        memo.runtime = runtime.Runtime.build(config, may_write=may_write)
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -6,7 +6,7 @@ Both use the official client, which blocks: callers run them in a worker thread.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kubernetes
@@ -14,10 +14,19 @@ import kubernetes
 from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
 
 
+class StatusWriteWithheldError(RuntimeError):
+    """A status write not sent: ``may_write`` refused it (this process no longer leads)."""
+
+
 class Kube:
-    def __init__(self, api_client: Any | None = None) -> None:
+    """``may_write``, if given, is asked right before each write is sent; False withholds it."""
+
+    def __init__(
+        self, api_client: Any | None = None, *, may_write: Callable[[], bool] | None = None
+    ) -> None:
         if api_client is None:
-            api_client = _load_client()
+            api_client = load_client()
+        self._may_write = may_write
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
 
@@ -33,12 +42,17 @@ class Kube:
     def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = PLURAL
     ) -> None:
+        if self._may_write is not None and not self._may_write():
+            raise StatusWriteWithheldError(
+                f"status of {namespace}/{name} not written: this process may not write now"
+            )
         self._custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
         )
 
 
-def _load_client() -> Any:
+def load_client() -> Any:
+    """An ApiClient of its own: in-cluster config inside a Pod, else the current kubeconfig."""
     configuration = kubernetes.client.Configuration()
     try:
         kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]

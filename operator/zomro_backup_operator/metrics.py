@@ -57,6 +57,10 @@ BACKUP_FAILED = Gauge(
     "1 while the BackupSchedule's BackupsHealthy condition is False with reason BackupFailed.",
     BACKUP_LABELS,
 )
+LEADER = Gauge(
+    "zomro_operator_leader",
+    "1 while this replica holds the leader-election Lease (or runs --standalone), else 0.",
+)
 
 
 def observe_request(func: str, outcome: str, seconds: float) -> None:

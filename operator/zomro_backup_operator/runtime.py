@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +24,12 @@ class ClientPool:
     """One Zomro client (session, rate limit, throttle pause) per credential set.
 
     A client whose credential set is no longer in use (its Secret was rotated) is retired: it
-    leaves the pool at once and is closed as soon as no handler holds a lease on it."""
+    leaves the pool at once and is closed as soon as no handler holds a lease on it.
+    ``may_write`` is every client's write-permission hook (the leader-election fence)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, may_write: Callable[[], bool] | None = None) -> None:
         self._settings = settings
+        self._may_write = may_write
         self._options = ClientOptions(
             timeout=settings.timeout_seconds,
             max_requests_per_second=settings.max_requests_per_second,
@@ -45,6 +47,7 @@ class ClientPool:
                 base_url=self._settings.api_url,
                 options=self._options,
                 on_request=metrics.observe_request,
+                may_write=self._may_write,
             )
             self._clients[credentials.fingerprint] = client
         return client
@@ -113,15 +116,23 @@ class Runtime:
     on an event that was already queued when the finalizer came off."""
 
     @classmethod
-    def build(cls, settings: Settings, kube: Kube | None = None) -> Runtime:
-        kube = kube or Kube()
+    def build(
+        cls,
+        settings: Settings,
+        kube: Kube | None = None,
+        *,
+        may_write: Callable[[], bool] | None = None,
+    ) -> Runtime:
+        """``may_write`` (the leader-election fence) is asked before every Zomro write and every
+        status write that goes through ``kube``; None: always allowed (``--standalone``)."""
+        kube = kube or Kube(may_write=may_write)
         runtime = cls(
             settings=settings,
             kube=kube,
             credentials=CredentialStore(
                 kube.read_secret_data, default=settings.default_credentials
             ),
-            clients=ClientPool(settings),
+            clients=ClientPool(settings, may_write),
             clock=Clock(settings.clock_offset_file),
         )
         runtime.clock.now()  # a malformed offset file fails the start, naming the setting

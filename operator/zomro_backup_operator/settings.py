@@ -15,6 +15,9 @@ from zoneinfo import ZoneInfo
 from zomro_backup_operator.time_zones import DEFAULT_PROVIDER_ZONE, UnknownTimeZoneError, parse_zone
 from zomro_backup_operator.zomro.client import DEFAULT_BASE_URL
 
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""Where a Pod finds its own namespace (the service account's mount)."""
+
 _SECRET_REF_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
 
 
@@ -54,11 +57,24 @@ class Settings:
     """The clock Zomro's schedule times and backup times are in (docs/time-zones.md)."""
     clock_offset_file: Path | None = None
     """For tests and demos: a file holding seconds by which the operator's clock is moved."""
+    lease_namespace: str | None = None
+    """Where the leader-election Lease lives; None outside a Pod unless set."""
+    lease_name: str = "zomro-backup-operator"
+    lease_duration_seconds: int = 15
+    """How long a standby waits, after it last saw the Lease renewed, before it takes over."""
+    lease_renew_deadline_seconds: float = 10.0
+    """How long the leader acts after the start of its last successful renew (then it exits)."""
+    lease_retry_period_seconds: float = 2.0
+    """How often the leader renews, and a standby tries to acquire."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, pod_namespace_file: Path | None = None
+    ) -> Settings:
         env = os.environ if env is None else env
+        pod_namespace_file = pod_namespace_file or POD_NAMESPACE_FILE
         timeout = _number(env, "ZOMRO_TIMEOUT_SECONDS", 30.0, minimum=0.1)
+        lease, renew, retry = _lease_durations(env)
         return cls(
             api_url=_url(
                 env,
@@ -85,7 +101,52 @@ class Settings:
             metrics_port=int(_number(env, "ZOMRO_METRICS_PORT", 9090, minimum=0, integer=True)),
             provider_zone=_zone(env, "ZOMRO_PROVIDER_TIMEZONE", DEFAULT_PROVIDER_ZONE),
             clock_offset_file=_path(env, "ZOMRO_CLOCK_OFFSET_FILE"),
+            lease_namespace=(
+                _name(env, "ZOMRO_LEASE_NAMESPACE") or _pod_namespace(pod_namespace_file)
+            ),
+            lease_name=_name(env, "ZOMRO_LEASE_NAME") or "zomro-backup-operator",
+            lease_duration_seconds=lease,
+            lease_renew_deadline_seconds=renew,
+            lease_retry_period_seconds=retry,
         )
+
+
+def _lease_durations(env: Mapping[str, str]) -> tuple[int, float, float]:
+    """controller-runtime's three durations and the rules the official elector holds them to."""
+    lease = int(_number(env, "ZOMRO_LEASE_DURATION_SECONDS", 15, minimum=2, integer=True))
+    renew = _number(env, "ZOMRO_LEASE_RENEW_DEADLINE_SECONDS", 10.0, minimum=1.0)
+    retry = _number(env, "ZOMRO_LEASE_RETRY_PERIOD_SECONDS", 2.0, minimum=1.0)
+    if renew >= lease:
+        raise SettingsError(
+            f"ZOMRO_LEASE_RENEW_DEADLINE_SECONDS ({renew:g}) must be below "
+            f"ZOMRO_LEASE_DURATION_SECONDS ({lease})"
+        )
+    if renew <= 1.2 * retry:
+        raise SettingsError(
+            f"ZOMRO_LEASE_RENEW_DEADLINE_SECONDS ({renew:g}) must be above 1.2 x "
+            f"ZOMRO_LEASE_RETRY_PERIOD_SECONDS ({retry:g})"
+        )
+    return lease, renew, retry
+
+
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _name(env: Mapping[str, str], name: str) -> str | None:
+    """A Kubernetes object or namespace name (None when unset)."""
+    value = _raw(env, name)
+    if value is not None and (len(value) > 253 or not _NAME_RE.fullmatch(value)):
+        raise SettingsError(
+            f"{name} must be a Kubernetes name (lower case, digits, - and .), got {value!r}"
+        )
+    return value
+
+
+def _pod_namespace(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:

@@ -294,25 +294,40 @@ def apply_spec(
 
 
 class OperatorProcess:
-    """``zomro-backup-operator run`` in its own process, restartable and killable."""
+    """``zomro-backup-operator run`` in its own process, restartable and killable.
 
-    def __init__(self, namespace: str, env: dict[str, str], log_dir: Path) -> None:
+    ``standalone`` False: it takes part in leader election (see :func:`elected_operators`);
+    ``label`` names its log files, so that several processes can share ``log_dir``."""
+
+    def __init__(
+        self,
+        namespace: str,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        standalone: bool = True,
+        label: str = "operator",
+    ) -> None:
         self.namespace = namespace
         self.env = env
         self.log_dir = log_dir
+        self.standalone = standalone
+        self.label = label
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.extra_args: list[str] = []
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"{self.label}-{self.starts}.log"
 
     def start(self) -> None:
         self.starts += 1
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                operator_command("-n", self.namespace, *self.extra_args),
+                operator_command(
+                    "-n", self.namespace, *self.extra_args, standalone=self.standalone
+                ),
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -341,9 +356,20 @@ class OperatorProcess:
         written.write_text(f"{offset:.6f}\n")
         written.replace(path)  # the operator never reads half a number
 
+    def send(self, sig: signal.Signals) -> None:
+        """Send ``sig`` (SIGSTOP, SIGCONT, ...) to the running process."""
+        assert self.process is not None, f"{self.label} never started"
+        assert self.process.poll() is None, f"{self.label} is not running"
+        self.process.send_signal(sig)
+
+    @property
+    def identity(self) -> str:
+        """Its identity among the candidates (POD_ID), as the Lease's holder names it."""
+        return self.env["POD_ID"]
+
     def logs(self) -> str:
         return "\n".join(
-            (self.log_dir / f"operator-{n}.log").read_text(errors="replace")
+            (self.log_dir / f"{self.label}-{n}.log").read_text(errors="replace")
             for n in range(1, self.starts + 1)
         )
 
@@ -352,6 +378,53 @@ def lists_seen(control: Any) -> int:
     """How many schedule listings the sandbox has answered since its requests were cleared:
     the operator's drift checks."""
     return sum(1 for r in control.requests() if r["func"] == FUNC_SCHEDULES)
+
+
+LEASE_DURATION = 4
+"""Leader election in these tests: lease duration, renew deadline and retry period, seconds."""
+RENEW_DEADLINE = 3
+RETRY_PERIOD = 1
+
+
+def elected_operators(
+    namespace: str, sandbox_url: str, log_dir: Path, labels: tuple[str, ...] = ("a", "b")
+) -> list[OperatorProcess]:
+    """Operator processes (not started) that elect a leader through one Lease in ``namespace``.
+
+    Each has its own identity (POD_ID ``op-<label>``) and reaches the sandbox through its own
+    ``/_via/<label>/`` URL, so that the sandbox's request log tells which process sent what."""
+    base = sandbox_url.rstrip("/")
+    return [
+        OperatorProcess(
+            namespace,
+            {
+                **operator_env(
+                    f"{base}/_via/{label}/", ZOMRO_CREATE_SETTLE_SECONDS=str(SETTLE_SECONDS)
+                ),
+                "POD_ID": f"op-{label}",
+                "ZOMRO_LEASE_NAMESPACE": namespace,
+                "ZOMRO_LEASE_DURATION_SECONDS": str(LEASE_DURATION),
+                "ZOMRO_LEASE_RENEW_DEADLINE_SECONDS": str(RENEW_DEADLINE),
+                "ZOMRO_LEASE_RETRY_PERIOD_SECONDS": str(RETRY_PERIOD),
+            },
+            log_dir,
+            standalone=False,
+            label=label,
+        )
+        for label in labels
+    ]
+
+
+def lease_holder(api: Any, namespace: str, name: str = "zomro-backup-operator") -> str | None:
+    """Who holds the leader-election Lease now (None: nobody, or no Lease yet)."""
+    try:
+        lease = client.CoordinationV1Api(api).read_namespaced_lease(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    holder = lease.spec.holder_identity if lease.spec else None
+    return str(holder) if holder else None
 
 
 # --- many resources at once (the chaos and rate-budget suites) ------------------------------

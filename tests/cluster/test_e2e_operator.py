@@ -4,9 +4,11 @@ a Pod of the same image."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,20 +87,57 @@ def _helm_values(image: str, namespace: str, api_url: str) -> list[str]:
     return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
 
 
-def _helm_install(helm: Helm, namespace: str, image: str, api_url: str, *extra: str) -> str:
-    """helm install of the chart with the built image; returns the release's Pod selector."""
+def _helm_install(
+    helm: Helm, kubectl: Kubectl, namespace: str, image: str, api_url: str, *extra: str
+) -> str:
+    """helm install of the chart with the built image, waited until its Deployment is Available
+    (both replicas Ready); returns the release's Pod selector."""
     values = _helm_values(image, namespace, api_url)
     values += [arg for value in extra for arg in ("--set", value)]
     helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s", *values)
+    kubectl("-n", namespace, "wait", "--for=condition=Available", f"deploy/{RELEASE}")
     return f"app.kubernetes.io/instance={RELEASE}"
 
 
-def _operator_pod(kubectl: Kubectl, namespace: str, selector: str) -> dict[str, Any]:
+REPLICAS = 2
+"""The chart's and deploy/'s default replica count."""
+LEASE = "zomro-backup-operator"
+"""The leader-election Lease, in the operator's namespace (the release's fullname in the chart)."""
+
+
+def _operator_pods(kubectl: Kubectl, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The release's Pods that are not on their way out."""
     pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout)
-    running = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
-    assert len(running) == 1, [p["metadata"]["name"] for p in running]
-    pod: dict[str, Any] = running[0]
-    return pod
+    return [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def _holder(kubectl: Kubectl, namespace: str) -> str | None:
+    lease = kubectl("-n", namespace, "get", "lease", LEASE, "-o", "json", check=False)
+    if lease.returncode != 0:
+        return None
+    holder = json.loads(lease.stdout).get("spec", {}).get("holderIdentity")
+    return str(holder) if holder else None
+
+
+def _operator_pod(kubectl: Kubectl, namespace: str, selector: str) -> dict[str, Any]:
+    """The leading Pod: the one the Lease names (its POD_ID is the Pod's name)."""
+
+    def leader() -> dict[str, Any] | None:
+        holder = _holder(kubectl, namespace)
+        pods = _operator_pods(kubectl, namespace, selector)
+        return next((p for p in pods if p["metadata"]["name"] == holder), None)
+
+    return wait_for("a leading operator Pod", leader, timeout=120)
+
+
+def _role(kubectl: Kubectl, namespace: str, pod: str) -> str:
+    """What the Pod's own /readyz says it is (leader or standby); fails unless it is Ready."""
+    code = (
+        "import urllib.request\n"
+        "print(urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=5).read().decode())"
+    )
+    out = kubectl("-n", namespace, "exec", pod, "--", "python", "-c", code).stdout
+    return str(json.loads(out)["role"])
 
 
 def _liveness_successes(kubectl: Kubectl, namespace: str, pod: str) -> int:
@@ -138,19 +177,22 @@ def _assert_runs_like_users_run_it(
     out = kubectl("-n", namespace, "exec", name, "--", "python", "-c", probe).stdout
     assert "uid 65532" in out
     assert "write: Read-only file system" in out
-    wait_for(
-        "the kubelet's liveness probe to succeed",
-        lambda: _liveness_successes(kubectl, namespace, name) > 0,
-        timeout=60,
-        interval=1,
-    )
+    pods = _operator_pods(kubectl, namespace, selector)
+    assert len(pods) == REPLICAS
+    for each in pods:  # the standby too: its liveness answers before it runs any of kopf
+        pod_name = str(each["metadata"]["name"])
+        wait_for(
+            f"the kubelet's liveness probe of {pod_name} to succeed",
+            functools.partial(_liveness_successes, kubectl, namespace, pod_name),
+            timeout=60,
+            interval=1,
+        )
     url = f"http://{cluster_ip(kubectl, namespace, metrics_service)}:9090/metrics"
     logs = run_to_completion(
         kubectl, namespace, "metrics-client", image, http_get_code(url, "zomro_operator_")
     )
     assert "zomro_operator_reconciles_total" in logs
-    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
-    assert restarts == 0
+    assert [each["status"]["containerStatuses"][0]["restartCount"] for each in pods] == [0, 0]
 
 
 def _reconcile_and_delete(cluster: Cluster, control: SandboxControl, name: str) -> None:
@@ -175,8 +217,7 @@ def test_helm_install_upgrade_and_uninstall_run_the_operator_in_a_restricted_pod
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
-    selector = _helm_install(helm, namespace, image, api_url)
-    kubectl("-n", namespace, "wait", "--for=condition=Available", f"deploy/{RELEASE}")
+    selector = _helm_install(helm, kubectl, namespace, image, api_url)
     _assert_runs_like_users_run_it(kubectl, namespace, selector, f"{RELEASE}-metrics", image)
 
     cluster = Cluster(k8s_api, namespace)
@@ -186,17 +227,17 @@ def test_helm_install_upgrade_and_uninstall_run_the_operator_in_a_restricted_pod
     # goes missing meanwhile.
     cluster.create("kept", schedule_name="kept-nightly", secret=None)
     kept = cluster.wait_ready("kept", timeout=120)
-    old_pod = _operator_pod(kubectl, namespace, selector)["metadata"]["name"]
+    old_pods = {p["metadata"]["name"] for p in _operator_pods(kubectl, namespace, selector)}
     other = build_image(node_plane, tag=image.rpartition(":")[2] + "-upgrade")
     upgraded = _helm_values(other, namespace, api_url)
     helm("upgrade", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=180s", *upgraded)
     kubectl("-n", namespace, "rollout", "status", f"deploy/{RELEASE}", "--timeout=180s")
-    new_pod = wait_for(
-        "the old operator Pod to be gone",
-        lambda: _single_new_pod(kubectl, namespace, selector, old_pod),
+    new_pods = wait_for(
+        "the old operator Pods to be gone",
+        lambda: _new_pods(kubectl, namespace, selector, old_pods),
         timeout=120,
     )
-    assert new_pod["spec"]["containers"][0]["image"].endswith(other)
+    assert all(p["spec"]["containers"][0]["image"].endswith(other) for p in new_pods)
     cluster.patch_spec("kept", time="03:30")
     wait_for(
         "the new Pod to apply a change",
@@ -225,15 +266,58 @@ def test_helm_install_upgrade_and_uninstall_run_the_operator_in_a_restricted_pod
     assert cluster_wide.stdout.strip() == ""
 
 
-def _single_new_pod(
-    kubectl: Kubectl, namespace: str, selector: str, old: str
-) -> dict[str, Any] | None:
+def _new_pods(
+    kubectl: Kubectl, namespace: str, selector: str, old: set[str]
+) -> list[dict[str, Any]] | None:
+    """All the release's Pods, once none of ``old`` is left and there are as many as wanted."""
     pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout)
-    names = [p["metadata"]["name"] for p in pods["items"]]
-    if old in names or len(names) != 1:
+    names = {p["metadata"]["name"] for p in pods["items"]}
+    if names & old or len(names) != REPLICAS:
         return None
-    pod: dict[str, Any] = pods["items"][0]
-    return pod
+    return list(pods["items"])
+
+
+def test_two_replicas_elect_one_leader_and_the_standby_leads_when_its_pod_is_deleted(
+    helm: Helm,
+    kubectl: Kubectl,
+    k8s_api: Any,
+    restricted: str,
+    sandbox_pod: tuple[str, SandboxControl],
+    image: str,
+    release: str,
+) -> None:
+    namespace = restricted
+    api_url, control = sandbox_pod
+    selector = _helm_install(helm, kubectl, namespace, image, api_url)
+    leader = _operator_pod(kubectl, namespace, selector)["metadata"]["name"]
+    (standby,) = {p["metadata"]["name"] for p in _operator_pods(kubectl, namespace, selector)} - {
+        leader
+    }
+    # Both Ready (readiness: fit for its role), each saying which role it has.
+    assert (_role(kubectl, namespace, leader), _role(kubectl, namespace, standby)) == (
+        "leader",
+        "standby",
+    )
+    cluster = Cluster(k8s_api, namespace)
+    cluster.create("before", schedule_name="before-nightly", secret=None)
+    cluster.wait_ready("before", timeout=120)
+    standby_log = kubectl("-n", namespace, "logs", standby).stdout
+    assert "before" not in standby_log, "the standby handled a resource"
+
+    deleted = time.monotonic()
+    kubectl("-n", namespace, "delete", "pod", leader, "--wait=false")
+    wait_for("the standby to lead", lambda: _holder(kubectl, namespace) == standby, timeout=120)
+    takeover = time.monotonic() - deleted
+    assert _role(kubectl, namespace, standby) == "leader"
+    cluster.create("after", schedule_name="after-nightly", secret=None)
+    cluster.wait_ready("after", timeout=120)
+
+    names = sorted(str(r["name"]) for r in control.schedules(INSTANCE))
+    assert names == ["after-nightly", "before-nightly"]
+    for name in ("before", "after"):
+        cluster.delete(name)
+        cluster.wait_gone(name, timeout=120)
+    print(f"\ntakeover after the leader's Pod was deleted: {takeover:.1f}s")
 
 
 def _kustomize_overlay(tmp_path: Path, image: str, namespace: str, api_url: str) -> Path:
@@ -252,7 +336,6 @@ def _kustomize_overlay(tmp_path: Path, image: str, namespace: str, api_url: str)
             "op": "replace",
             "path": "/spec/template/spec/containers/0/args",
             "value": [
-                "--standalone",
                 f"--namespace={namespace}",
                 "--liveness=http://0.0.0.0:8080/healthz",
             ],
@@ -330,10 +413,8 @@ def test_kubectl_apply_k_deploy_runs_the_operator_that_reconciles(
     assert gone.returncode != 0
 
 
-def _container_id(kubectl: Kubectl, namespace: str, selector: str) -> str:
-    pod = _operator_pod(kubectl, namespace, selector)
-    statuses = pod["status"].get("containerStatuses") or [{}]
-    return str(statuses[0].get("containerID", "")).removeprefix("containerd://")
+def _bare(container_id: str) -> str:
+    return container_id.removeprefix("containerd://")
 
 
 @pytest.mark.parametrize("kill", ["runtime-kills-the-container", "pod-deleted"])
@@ -350,31 +431,38 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
 ) -> None:
     namespace = restricted
     api_url, control = sandbox_pod
-    selector = _helm_install(helm, namespace, image, api_url, "zomro.maxRequestsPerSecond=20")
+    selector = _helm_install(
+        helm, kubectl, namespace, image, api_url, "zomro.maxRequestsPerSecond=20"
+    )
     cluster = Cluster(k8s_api, namespace)
     control.set_faults(latency=0.1)  # spreads the creates over seconds, so the kill lands inside
     specs = {f"m{n:03d}": {**mass_spec(n), "secret": None} for n in range(30)}
     create_many(cluster, specs)
     wait_for("a first schedule", lambda: control.schedules(INSTANCE), timeout=120, interval=0.1)
-    old = _operator_pod(kubectl, namespace, selector)["metadata"]["name"]
+    leader = _operator_pod(kubectl, namespace, selector)
+    old = leader["metadata"]["name"]
     if kill == "runtime-kills-the-container":
-        # SIGKILL from the runtime; the kubelet restarts the container in the same Pod.
+        # SIGKILL of the leader from the runtime; the kubelet restarts the container in the same
+        # Pod, and either it (same identity) or the standby leads next.
         assert node_plane.state_dir is not None
-        container = _container_id(kubectl, namespace, selector)
-        _ctr(node_plane.state_dir, "tasks", "kill", "--signal", "SIGKILL", container)
+        container = str(leader["status"]["containerStatuses"][0]["containerID"])
+        _ctr(node_plane.state_dir, "tasks", "kill", "--signal", "SIGKILL", _bare(container))
         wait_for(
             "the kubelet to restart the container",
-            lambda: _restarts(kubectl, namespace, selector) >= 1,
+            lambda: _restarts(kubectl, namespace, old) >= 1,
             timeout=120,
         )
     else:
-        # The Pod is deleted (SIGTERM, then its grace period); the ReplicaSet makes a new one.
+        # The leader's Pod is deleted (SIGTERM: it releases the Lease); the standby leads and
+        # the ReplicaSet makes a new standby.
+        others = {p["metadata"]["name"] for p in _operator_pods(kubectl, namespace, selector)}
         kubectl("-n", namespace, "delete", "pod", old, "--wait=false")
         wait_for(
             "a replacement Pod",
-            lambda: _single_new_pod(kubectl, namespace, selector, old),
+            lambda: _new_pods(kubectl, namespace, selector, {old}),
             timeout=180,
         )
+        assert _holder(kubectl, namespace) in others - {old}
     kubectl("-n", namespace, "rollout", "status", f"deploy/{RELEASE}", "--timeout=180s")
     bodies = wait_all_ready(cluster, list(specs), timeout=300)
     control.clear_faults()
@@ -392,8 +480,9 @@ def test_killing_the_operator_during_a_mass_create_leaves_one_schedule_per_resou
         cluster.wait_gone(name, timeout=120)
 
 
-def _restarts(kubectl: Kubectl, namespace: str, selector: str) -> int:
-    statuses = _operator_pod(kubectl, namespace, selector)["status"].get("containerStatuses")
+def _restarts(kubectl: Kubectl, namespace: str, pod: str) -> int:
+    body = json.loads(kubectl("-n", namespace, "get", "pod", pod, "-o", "json").stdout)
+    statuses = body["status"].get("containerStatuses")
     return int(statuses[0]["restartCount"]) if statuses else 0
 
 

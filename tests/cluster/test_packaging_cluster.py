@@ -79,6 +79,22 @@ def _non_default_values(watched: list[str]) -> dict[str, Any]:
         "commonAnnotations": {"argocd.argoproj.io/sync-wave": "-1"},
         "podLabels": {"team": "ops"},
         "extraEnv": [{"name": "TZ", "value": "UTC"}],
+        "replicaCount": 3,
+        "leaderElection": {
+            "leaseDurationSeconds": 30,
+            "renewDeadlineSeconds": 20,
+            "retryPeriodSeconds": 4,
+        },
+        "podDisruptionBudget": {"maxUnavailable": 2},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}
+                    ]
+                }
+            }
+        },
     }
 
 
@@ -157,20 +173,39 @@ def test_default_chart_is_accepted_by_the_api_server_and_its_pod_is_restricted(
         "ClusterRole/zomro-backup-operator-view",
         "ClusterRoleBinding/zomro-backup-operator",
         "Deployment/zomro-backup-operator",
+        "PodDisruptionBudget/zomro-backup-operator",
+        "Role/zomro-backup-operator-leader-election",
+        "RoleBinding/zomro-backup-operator-leader-election",
         "Service/zomro-backup-operator-metrics",
         "ServiceAccount/zomro-backup-operator",
     ]
     accepted = _server_dry_run(kubectl, rendered)
     assert len(accepted) == len(docs)
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == [
-        "--standalone",
-        "--all-namespaces",
-        "--liveness=http://0.0.0.0:8080/healthz",
-    ]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = deployment["spec"]["template"]["spec"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+    container = pod["containers"][0]
+    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert "ZOMRO_CREDENTIALS_SECRET" not in env
+    assert (env["ZOMRO_LEASE_NAME"], env["ZOMRO_LEASE_DURATION_SECONDS"]) == (
+        "zomro-backup-operator",
+        "15",
+    )
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == namespace
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["zomro-backup-operator"],
+            "verbs": ["get", "update"],
+        },
+    ]
     _restricted_pod_dry_run(kubectl, namespace, deployment)
 
 
@@ -202,7 +237,12 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         # A Role per watched namespace, the credentials Role outside them, a small ClusterRole
         # (and no tenant roles: aggregateToTenantRoles is off).
         roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind["Role"]}
-        assert roles == {(watched[0], "zbo"), (watched[1], "zbo"), (namespace, "zbo-credentials")}
+        assert roles == {
+            (watched[0], "zbo"),
+            (watched[1], "zbo"),
+            (namespace, "zbo-credentials"),
+            (namespace, "zbo-leader-election"),
+        }
         (cluster_role,) = by_kind["ClusterRole"]
         assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
             "customresourcedefinitions",
@@ -222,11 +262,14 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         container = pod["containers"][0]
         assert container["image"] == "registry.example.com/zbo@sha256:" + "ab" * 32
         assert container["args"] == [
-            "--standalone",
             f"--namespace={watched[0]}",
             f"--namespace={watched[1]}",
             "--liveness=http://0.0.0.0:8080/healthz",
         ]
+        assert deployment["spec"]["replicas"] == 3
+        assert pod["affinity"] == _non_default_values(watched)["affinity"]
+        (pdb,) = by_kind["PodDisruptionBudget"]
+        assert pdb["spec"]["maxUnavailable"] == 2
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["ZOMRO_CREDENTIALS_SECRET"] == f"{namespace}/zbo-credentials"
         assert env["ZOMRO_LOG_FORMAT"] == "text"
@@ -235,6 +278,12 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
         assert env["ZOMRO_ALLOW_INSECURE_HTTP"] == "true"
         assert env["ZOMRO_METRICS_PORT"] == "9100"
         assert env["TZ"] == "UTC"
+        assert env["ZOMRO_LEASE_NAME"] == "zbo"
+        assert [env[f"ZOMRO_LEASE_{n}_SECONDS"] for n in ("DURATION", "RENEW_DEADLINE")] == [
+            "30",
+            "20",
+        ]
+        assert env["ZOMRO_LEASE_RETRY_PERIOD_SECONDS"] == "4"
         assert pod["serviceAccountName"] == "zbo-runner"
         (secret,) = by_kind["Secret"]
         assert set(secret["data"]) == {"username", "password"}
@@ -251,6 +300,27 @@ def test_non_default_chart_renders_every_option_and_is_accepted_by_the_api_serve
     finally:
         kubectl("delete", "namespace", watched[1], "--wait=false")
         kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false")
+
+
+def test_without_leader_election_the_chart_runs_one_standalone_replica_recreated(
+    helm: Helm, namespace: str
+) -> None:
+    off = ["--set", "leaderElection.enabled=false"]
+    refused = helm("template", "z", str(CHART), "-n", namespace, *off, check=False)
+    assert refused.returncode != 0
+    assert "replicaCount above 1 needs leaderElection.enabled" in refused.stderr
+
+    rendered = helm(
+        "template", "z", str(CHART), "-n", namespace, *off, "--set", "replicaCount=1"
+    ).stdout
+
+    docs = _docs(rendered)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "--standalone"
+    assert not [e for e in container["env"] if e["name"].startswith("ZOMRO_LEASE")]
+    assert not [d for d in docs if d["kind"] == "Role"]
 
 
 def test_disabling_metrics_turns_off_the_port_service_and_monitor(
@@ -272,6 +342,9 @@ def test_disabling_metrics_turns_off_the_port_service_and_monitor(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     }
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -352,6 +425,9 @@ def test_kustomize_base_is_accepted_by_the_api_server_and_its_pod_is_restricted(
         "CustomResourceDefinition/backupschedules.zomro.com",
         "Deployment/zomro-backup-operator",
         "Namespace/zomro-system",
+        "PodDisruptionBudget/zomro-backup-operator",
+        "Role/zomro-backup-operator-leader-election",
+        "RoleBinding/zomro-backup-operator-leader-election",
         "Service/zomro-backup-operator-metrics",
         "ServiceAccount/zomro-backup-operator",
     ]

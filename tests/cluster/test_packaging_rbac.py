@@ -6,6 +6,7 @@ Both watch scopes: all namespaces (ClusterRole) and a list of namespaces (Roles)
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import urllib.request
 import uuid
@@ -248,11 +249,19 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     log_path = tmp_path / "operator.log"
     with log_path.open("wb") as log:
         operator = subprocess.Popen(
-            operator_command(*scope_args, f"--liveness=http://127.0.0.1:{liveness_port}/healthz"),
+            operator_command(
+                *scope_args,
+                f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
+                standalone=False,
+            ),
             env={
                 "PATH": "/usr/bin:/bin",
                 "HOME": str(tmp_path),
                 "KUBECONFIG": str(sa_config),
+                # Leader election as in the chart's Pod: the Lease is named after the release
+                # (so is the ServiceAccount) and lives in the release namespace.
+                "ZOMRO_LEASE_NAMESPACE": home_namespace,
+                "ZOMRO_LEASE_NAME": account,
                 "ZOMRO_API_URL": sandbox.url,
                 "ZOMRO_CREDENTIALS_SECRET": f"{home_namespace}/{DEFAULT_SECRET}",
                 "ZOMRO_METRICS_PORT": str(metrics_port),
@@ -296,6 +305,10 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
             f"http://127.0.0.1:{liveness_port}/healthz", timeout=5
         ) as response:
             assert response.status == 200
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{liveness_port}/readyz", timeout=5
+        ) as response:
+            assert (response.status, json.loads(response.read())["role"]) == (200, "leader")
 
         # GitOps: the reconciled resource shows no difference from what was applied.
         diff = kubectl("diff", "-n", namespace, "-f", "-", input=own, check=False)
@@ -438,6 +451,11 @@ def test_operator_runs_a_full_lifecycle_with_only_the_charts_rbac(
     assert not can("*", "*", *ns)
     home = ["-n", home_namespace]
     assert can("get", f"secret/{DEFAULT_SECRET}", *home)
+    for verb in ("get", "update"):
+        assert can(verb, f"leases.coordination.k8s.io/{account}", *home), f"{verb} its Lease"
+        assert not can(verb, "leases.coordination.k8s.io/other", *home), f"{verb} other Leases"
+    assert not can("delete", f"leases.coordination.k8s.io/{account}", *home)
+    assert not can("create", "leases.coordination.k8s.io", *ns)
     if watched:
         assert not can("get", "secret/other", *home)
         for kind in KINDS:

@@ -272,12 +272,21 @@ def test_deploy_tenant_roles_aggregate_every_kind_but_never_its_status() -> None
     }
 
 
-def test_deploy_deployment_is_single_recreate_hardened_and_probed_where_it_serves() -> None:
+def test_deploy_deployment_runs_two_elected_replicas_hardened_and_probed_where_it_serves() -> None:
     deployment = _deploy_objects()["Deployment/zomro-backup-operator"]
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert spread[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        spread[0]["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == (spec["selector"]["matchLabels"])
+    )
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["containers"]
@@ -285,12 +294,14 @@ def test_deploy_deployment_is_single_recreate_hardened_and_probed_where_it_serve
     assert hardening["readOnlyRootFilesystem"] is True
     assert hardening["allowPrivilegeEscalation"] is False
     assert hardening["capabilities"] == {"drop": ["ALL"]}
-    assert "--standalone" in container["args"]
+    assert "--standalone" not in container["args"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert ports[probe["port"]] == 8080
+    readiness = container["readinessProbe"]["httpGet"]
+    assert (readiness["path"], ports[readiness["port"]]) == ("/readyz", 8080)
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
@@ -299,6 +310,20 @@ def test_deploy_deployment_is_single_recreate_hardened_and_probed_where_it_serve
     # kopf's identity: without it kopf looks the numeric user up in /etc/passwd and exits.
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert ports["metrics"] == int(env["ZOMRO_METRICS_PORT"])
+
+
+def test_deploy_grants_the_lease_in_its_own_namespace_and_bounds_disruptions() -> None:
+    objects = _deploy_objects()
+    role = objects["Role/zomro-backup-operator-leader-election"]
+    rules = {(tuple(r["verbs"]), tuple(r.get("resourceNames", ()))) for r in role["rules"]}
+    assert rules == {(("create",), ()), (("get", "update"), ("zomro-backup-operator",))}
+    assert {g for r in role["rules"] for g in r["apiGroups"]} == {"coordination.k8s.io"}
+    binding = objects["RoleBinding/zomro-backup-operator-leader-election"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    pdb = objects["PodDisruptionBudget/zomro-backup-operator"]
+    deployment = objects["Deployment/zomro-backup-operator"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
 
 
 # ---- chart -------------------------------------------------------------------------------------

@@ -82,6 +82,23 @@ extras; nothing at all when both are empty. */}}
 {{- fail "credentials.create needs username and password, or token" }}
 {{- end }}
 {{- end }}
+{{- $le := .Values.leaderElection }}
+{{- if and (not $le.enabled) (gt (int .Values.replicaCount) 1) }}
+{{- fail "replicaCount above 1 needs leaderElection.enabled: two standalone operators would both act" }}
+{{- end }}
+{{- if $le.enabled }}
+{{- if not (lt (float64 $le.renewDeadlineSeconds) (float64 $le.leaseDurationSeconds)) }}
+{{- fail "leaderElection.renewDeadlineSeconds must be below leaseDurationSeconds" }}
+{{- end }}
+{{- if not (gt (float64 $le.renewDeadlineSeconds) (mulf 1.2 $le.retryPeriodSeconds)) }}
+{{- fail "leaderElection.renewDeadlineSeconds must be above 1.2 x retryPeriodSeconds" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The leader-election Lease: one per release, in the release namespace. */}}
+{{- define "zbo.leaseName" -}}
+{{- include "zbo.fullname" . }}
 {{- end }}
 
 {{/* Rules the operator needs in each namespace it watches (cluster-wide when it watches all). */}}

@@ -140,6 +140,8 @@ class RequestRecord:
     account: str | None
     outcome: str
     duration: float = 0.0
+    client: str | None = None
+    """The label of the /_via/<label>/ URL the request came to, if any."""
 
 
 @dataclass

@@ -88,6 +88,10 @@ class Sandbox:
         )
         app.router.add_route("GET", "/", self.handle_api)
         app.router.add_route("POST", "/", self.handle_api)
+        # The same API under /_via/<label>/: a test gives each client process its own base URL,
+        # and the request log says which process sent what (test_leader_election_cluster.py).
+        app.router.add_route("GET", "/_via/{client}/", self.handle_api)
+        app.router.add_route("POST", "/_via/{client}/", self.handle_api)
         c = CONTROL_PREFIX
         app.router.add_get(f"{c}/health", self.c_health)
         app.router.add_get(f"{c}/state", self.c_state)
@@ -120,26 +124,30 @@ class Sandbox:
         func = params.get("func", "")
         faults = self.faults
         if faults.outage == "reset":
-            return self._finish(started, func, None, "outage:reset", _reset(request))
+            return self._finish(request, started, func, None, "outage:reset", _reset(request))
         if faults.outage == "503":
-            return self._finish(started, func, None, "outage:503", error_page(503))
+            return self._finish(request, started, func, None, "outage:503", error_page(503))
         if faults.blocked(self.state.now()):
             status = faults.block_status or 460
             response = error_page(status)
             if faults.block_retry_after is not None:
                 response.headers["Retry-After"] = str(faults.block_retry_after)
-            return self._finish(started, func, None, f"http:{status}", response)
+            return self._finish(request, started, func, None, f"http:{status}", response)
         if faults.should_error(func):
             response = error_page(faults.error_status)
-            return self._finish(started, func, None, f"http:{faults.error_status}", response)
+            return self._finish(
+                request, started, func, None, f"http:{faults.error_status}", response
+            )
         if faults.hostile is not None and func != "auth":
             response = hostile_answer(faults.hostile)
-            return self._finish(started, func, None, f"hostile:{faults.hostile}", response)
+            return self._finish(request, started, func, None, f"hostile:{faults.hostile}", response)
 
         sid = params.get("auth") if "authinfo" not in params else None
         if sid and sid in self._in_process:
             result = self.api.busy_session(params)
-            return self._finish(started, func, None, result.outcome, render(result, params))
+            return self._finish(
+                request, started, func, None, result.outcome, render(result, params)
+            )
         if sid:
             self._in_process.add(sid)
         try:
@@ -153,14 +161,19 @@ class Sandbox:
                     await asyncio.sleep(seconds)
                 if drop:
                     outcome = "ok:dropped"
-                    return self._finish(started, func, result.account, outcome, _reset(request))
+                    return self._finish(
+                        request, started, func, result.account, outcome, _reset(request)
+                    )
         finally:
             if sid:
                 self._in_process.discard(sid)
-        return self._finish(started, func, result.account, result.outcome, render(result, params))
+        return self._finish(
+            request, started, func, result.account, result.outcome, render(result, params)
+        )
 
     def _finish(
         self,
+        request: web.Request,
         started: float,
         func: str,
         account: str | None,
@@ -169,7 +182,12 @@ class Sandbox:
     ) -> web.StreamResponse:
         duration = time.monotonic() - started
         record = RequestRecord(
-            time=self.state.now(), func=func, account=account, outcome=outcome, duration=duration
+            time=self.state.now(),
+            func=func,
+            account=account,
+            outcome=outcome,
+            duration=duration,
+            client=request.match_info.get("client"),
         )
         self.state.requests.append(record)
         if len(self.state.requests) > MAX_REQUEST_LOG:

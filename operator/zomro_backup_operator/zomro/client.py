@@ -117,7 +117,8 @@ class ZomroClient(BackupOperations):
     ``transport`` is the test seam (a MockTransport, or a real one wrapped); ``sleep`` and
     ``clock`` (monotonic seconds) are what retries and throttle pauses wait with, and ``random``
     jitters the retries, so tests can control time; ``on_request(func, outcome, seconds)`` is
-    called after every HTTP request.
+    called after every HTTP request; ``may_write()`` is asked right before each write request is
+    sent, and a False withholds it (:class:`WriteWithheldError`, nothing sent).
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class ZomroClient(BackupOperations):
         on_request: RequestHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         random: backoff.Random = backoff.RANDOM,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self._credentials = credentials
         self._options = options or ClientOptions()
@@ -145,6 +147,7 @@ class ZomroClient(BackupOperations):
             clock=clock,
             on_request=on_request,
             redact=self._redact,
+            may_write=may_write,
         )
         self._login_lock = asyncio.Lock()
         self._session: _Session | None = None

@@ -114,6 +114,14 @@ class ZomroTimeoutError(ZomroError):
     retryable = True
 
 
+class WriteWithheldError(ZomroError):
+    """A write not sent: the caller's write-permission hook refused it just before sending (for
+    the operator: this process no longer holds the leader-election lease). Nothing was applied;
+    whoever may write now can try again."""
+
+    retryable = True
+
+
 class UnknownOutcomeError(ZomroError):
     """A write was sent but its outcome is unknown (timeout, dropped connection, 5xx).
 

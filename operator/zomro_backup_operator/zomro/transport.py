@@ -20,6 +20,7 @@ from zomro_backup_operator.zomro.errors import (
     ServerError,
     ThrottledError,
     UnknownOutcomeError,
+    WriteWithheldError,
     ZomroConnectionError,
     ZomroError,
     ZomroTimeoutError,
@@ -42,7 +43,9 @@ class Budget:
 class Transport:
     """The HTTP side of one client: its connection pool, rate limiter, in-flight bound and pause.
 
-    ``redact`` removes the secrets of the session from error text Zomro echoes."""
+    ``redact`` removes the secrets of the session from error text Zomro echoes; ``may_write``,
+    if given, is asked right before each write is sent (after every wait) and a False withholds
+    it."""
 
     def __init__(
         self,
@@ -54,8 +57,10 @@ class Transport:
         clock: Callable[[], float],
         on_request: RequestHook | None,
         redact: Callable[[str], str],
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self._options = options
+        self._may_write = may_write
         self._sleep = sleep
         self._clock = clock
         self._on_request = on_request
@@ -103,6 +108,8 @@ class Transport:
         async with self._in_flight:
             await self._wait_while_paused(func)
             await self._limiter.acquire()
+            if write and self._may_write is not None and not self._may_write():
+                raise WriteWithheldError(f"{func}: not sent, this process may not write now")
             started = time.perf_counter()
             outcome = "interrupted"  # stays so only if the request is cancelled
             try:
