@@ -24,6 +24,7 @@ from devkit.waiting import wait_for as wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from zomro_backup_operator.failures import TRANSIENT_BACKOFF
 from zomro_backup_operator.resources import GROUP, KIND, PLURAL, VERSION, ready_at_generation
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULES
@@ -425,6 +426,13 @@ def lease_holder(api: Any, namespace: str, name: str = "zomro-backup-operator") 
         raise
     holder = lease.spec.holder_identity if lease.spec else None
     return str(holder) if holder else None
+
+
+def worst_wait(failures: int) -> float:
+    """The longest a resource can wait between its first and its next attempt after
+    ``failures`` failures in a row (TRANSIENT_BACKOFF, before jitter draws it lower)."""
+    first, cap = TRANSIENT_BACKOFF
+    return sum(min(cap, first * 2.0**retry) for retry in range(failures))
 
 
 # --- many resources at once (the chaos and rate-budget suites) ------------------------------

@@ -43,10 +43,10 @@ from harness import (
     wait_all_gone,
     wait_all_ready,
     wait_for,
+    worst_wait,
 )
 from kubernetes import client, config
 
-from zomro_backup_operator.failures import TRANSIENT_BACKOFF
 from zomro_backup_operator.resources import GROUP, PLURAL, VERSION
 from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
 
@@ -198,13 +198,6 @@ def flaky_zomro_run(
     assert expirer.expired > 0, "no session was ever expired"
     assert any(r["outcome"].startswith("http:5") for r in control.requests())
     check_invariants(cluster, control, operator, live=live, deleted=deleted)
-
-
-def worst_wait(failures: int) -> float:
-    """The longest a resource can wait between its first and its next attempt after
-    ``failures`` failures in a row (TRANSIENT_BACKOFF, before jitter draws it lower)."""
-    first, cap = TRANSIENT_BACKOFF
-    return sum(min(cap, first * 2.0**retry) for retry in range(failures))
 
 
 @pytest.mark.timeout(900)

@@ -18,6 +18,7 @@ from harness import (
     lists_seen,
     wait_all_ready,
     wait_for,
+    worst_wait,
 )
 
 from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
@@ -94,6 +95,7 @@ def test_a_sigkill_while_a_create_waits_for_its_listing_leaves_exactly_one_sched
     assert_one_schedule_each(cluster, control, ["nightly"])
 
 
+@pytest.mark.timeout(900)
 def test_thirty_percent_server_errors_with_changed_names_and_late_listings_give_one_each(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
@@ -103,7 +105,9 @@ def test_thirty_percent_server_errors_with_changed_names_and_late_listings_give_
     for n, name in enumerate(names):
         cluster.create(name, schedule_name=f"Nightly Run {n}", days=DAYS, time="03:30")
 
-    wait_all_ready(cluster, names, timeout=180)
+    # An attempt here makes several calls, so about half fail: a resource can meet eight failures
+    # in a row (1 in 256), and its backoff then reaches the cap (once, 180 s did not suffice).
+    wait_all_ready(cluster, names, timeout=worst_wait(8) + 60)
     control.set_faults(error_rate=0.0)
     settle_through_resyncs(control)
 

@@ -52,7 +52,10 @@ def restricted(kubectl: Kubectl, namespace: str) -> str:
 def sandbox_pod(
     kubectl: Kubectl, restricted: str, image: str
 ) -> Iterator[tuple[str, SandboxControl]]:
-    api_url, control_url = start_sandbox_pod(kubectl, restricted, image, SANDBOX_CONFIG)
+    # Ids of their own: a resource of these tests left behind (its namespace stuck terminating)
+    # must not claim the id that the local sandbox gives another test's schedule.
+    config = SANDBOX_CONFIG + "first_schedule_id: 900014\nfirst_backup_id: 903001\n"
+    api_url, control_url = start_sandbox_pod(kubectl, restricted, image, config)
     with SandboxControl(control_url) as control:
         yield api_url, control
 
@@ -306,9 +309,15 @@ def test_two_replicas_elect_one_leader_and_the_standby_leads_when_its_pod_is_del
 
     deleted = time.monotonic()
     kubectl("-n", namespace, "delete", "pod", leader, "--wait=false")
-    wait_for("the standby to lead", lambda: _holder(kubectl, namespace) == standby, timeout=120)
+    # The standby, or the Pod the Deployment makes in place of the deleted one if it is quicker
+    # to the released Lease: either way another live replica leads.
+    successor = wait_for(
+        "another replica to lead",
+        lambda: (holder := _holder(kubectl, namespace)) not in (None, leader) and holder,
+        timeout=120,
+    )
     takeover = time.monotonic() - deleted
-    assert _role(kubectl, namespace, standby) == "leader"
+    assert _role(kubectl, namespace, str(successor)) == "leader"
     cluster.create("after", schedule_name="after-nightly", secret=None)
     cluster.wait_ready("after", timeout=120)
 
@@ -317,7 +326,8 @@ def test_two_replicas_elect_one_leader_and_the_standby_leads_when_its_pod_is_del
     for name in ("before", "after"):
         cluster.delete(name)
         cluster.wait_gone(name, timeout=120)
-    print(f"\ntakeover after the leader's Pod was deleted: {takeover:.1f}s")
+    by = "the standby" if successor == standby else "the replacement Pod"
+    print(f"\ntakeover by {by} after the leader's Pod was deleted: {takeover:.1f}s")
 
 
 def _kustomize_overlay(tmp_path: Path, image: str, namespace: str, api_url: str) -> Path:
