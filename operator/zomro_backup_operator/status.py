@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +19,6 @@ _CONDITION_FIELDS = ("status", "reason", "message", "observedGeneration")
 def iso(epoch: float) -> str:
     """RFC 3339 in UTC, to the second, as status shows times."""
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_iso() -> str:
-    return iso(time.time())
 
 
 @dataclass(frozen=True)
@@ -137,14 +132,13 @@ def changes(
     timing: Timing | None = None,
     clear_pending: bool = False,
     suspended: bool = False,
-    now: str | None = None,
+    now: str,
 ) -> dict[str, Any]:
     """The status fields to patch so that status says ``readiness`` (and ``schedule`` when
     reconciled, with ``timing`` its next run; or, ``suspended``, that Zomro holds nothing).
     Empty when status already says so: an idle resync writes nothing. nextRunTime is written
     when it changes, that is once after each run (and with the schedule), and does not move
     lastSyncTime."""
-    now = now or now_iso()
     wanted: dict[str, Any] = {}
     if schedule is not None:
         wanted["scheduleId"] = schedule.id

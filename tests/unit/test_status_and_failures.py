@@ -82,7 +82,14 @@ def test_a_different_message_with_the_same_status_keeps_the_transition_time() ->
 def test_a_recorded_create_intent_is_cleared_once_the_id_is_known() -> None:
     status = {"pendingCreate": {"name": "MySchedule", "startedAt": "x"}}
 
-    patch = changes(status, synced(SCHEDULE), 1, schedule=SCHEDULE, clear_pending=True)
+    patch = changes(
+        status,
+        synced(SCHEDULE),
+        1,
+        schedule=SCHEDULE,
+        clear_pending=True,
+        now="2026-01-05T00:00:00Z",
+    )
 
     assert patch["pendingCreate"] is None
 
@@ -163,7 +170,10 @@ def test_a_new_next_run_alone_is_written_without_moving_last_sync_time() -> None
     patch = changes(status, synced(SCHEDULE), 1, schedule=SCHEDULE, timing=after_the_run, now="T2")
     assert patch == {"nextRunTime": "2026-01-09T00:01:00Z"}
     status.update(patch)
-    assert changes(status, synced(SCHEDULE), 1, schedule=SCHEDULE, timing=after_the_run) == {}
+    assert (
+        changes(status, synced(SCHEDULE), 1, schedule=SCHEDULE, timing=after_the_run, now="T3")
+        == {}
+    )
 
 
 def test_suspension_clears_what_zomro_held_and_says_suspended() -> None:
@@ -181,7 +191,7 @@ def test_suspension_clears_what_zomro_held_and_says_suspended() -> None:
     [ready] = patch["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "Suspended")
     status.update(patch)
-    assert changes(status, SUSPENDED, 2, suspended=True) == {}
+    assert changes(status, SUSPENDED, 2, suspended=True, now="2026-01-04T00:00:00Z") == {}
 
 
 def test_a_converted_schedule_says_both_clocks_in_ready() -> None:
