@@ -1,14 +1,19 @@
-"""Fixtures the unit tests share: the sandbox in this process on a manual clock, and an HTTP
-client for it. A test module's own `clock` fixture overrides the default one (a start time)."""
+"""Fixtures the unit tests share: the sandbox in this process on a manual clock, an HTTP client
+for it, and Zomro clients of it on a fake clock. A test module's own `clock` fixture overrides the
+default one (a start time), its own `client_credentials` whom `make_client` logs in as."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
+from support import FAST, FakeTime
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
+from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
+from zomro_backup_operator.zomro.credentials import Credentials
 
 
 @pytest.fixture
@@ -27,3 +32,41 @@ async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def client_credentials() -> Credentials:
+    """The default sandbox's account."""
+    return Credentials(username="demo", password="demo")
+
+
+@pytest.fixture
+async def make_client(
+    sb: RunningSandbox, fake_time: FakeTime, client_credentials: Credentials
+) -> AsyncIterator[Callable[..., ZomroClient]]:
+    """Clients of ``sb`` that wait on ``fake_time``, closed after the test; they log in as
+    ``client_credentials`` unless given others, with ``FAST`` options unless given others."""
+    made: list[ZomroClient] = []
+
+    def make(
+        credentials: Credentials | None = None, options: ClientOptions = FAST, **kwargs: Any
+    ) -> ZomroClient:
+        kwargs.setdefault("base_url", sb.url)
+        client = ZomroClient(
+            credentials or client_credentials,
+            options=options,
+            sleep=fake_time.sleep,
+            clock=fake_time.clock,
+            **kwargs,
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()

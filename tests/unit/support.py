@@ -1,6 +1,6 @@
 """Helpers the unit tests share: a controllable clock with its sleep, the instant and provider
-zone resources are read at, the seed schedule's wire row, and the secret-leak assertion (the
-shared fixtures are in conftest.py)."""
+zone resources are read at, the seed schedule's wire row, client options without rate-limit
+pauses, and the secret-leak assertion (the shared fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 
 from zomro_backup_operator.time_zones import DEFAULT_PROVIDER_ZONE, parse_zone
+from zomro_backup_operator.zomro.client import ClientOptions
 
 READ_AT = dt.datetime(2026, 1, 7, 12, 0, tzinfo=dt.UTC)
 """A Wednesday in winter, away from any daylight-saving transition."""
@@ -33,6 +34,9 @@ class FakeTime:
             self.on_sleep(seconds)
         await asyncio.sleep(0)
 
+
+FAST = ClientOptions(timeout=5.0, max_requests_per_second=1000.0)
+"""Client options for tests: no rate-limit pause between requests, a timeout a test can wait."""
 
 SEED_ROW = {
     "create_date": {"$": "2024-07-24"},

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from devkit.processes import free_port
-from support import FakeTime, assert_no_secrets
+from support import FAST, FakeTime, assert_no_secrets
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.sandbox.config import AccountConfig, InstanceConfig, SandboxConfig
@@ -58,7 +58,6 @@ CONFIG = SandboxConfig(
 )
 WEEKDAYS = frozenset(Weekday(d) for d in range(1, 6))
 NIGHTLY = ScheduleSpec(name="nightly", days=WEEKDAYS, time="02:01")
-FAST = ClientOptions(timeout=5.0, max_requests_per_second=1000.0)
 
 
 @pytest.fixture
@@ -68,33 +67,8 @@ async def sb() -> AsyncIterator[RunningSandbox]:
 
 
 @pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-async def make_client(
-    sb: RunningSandbox, fake_time: FakeTime
-) -> AsyncIterator[Callable[..., ZomroClient]]:
-    made: list[ZomroClient] = []
-
-    def make(
-        credentials: Credentials | None = None, options: ClientOptions = FAST, **kwargs: Any
-    ) -> ZomroClient:
-        kwargs.setdefault("base_url", sb.url)
-        client = ZomroClient(
-            credentials or Credentials(username=USERNAME, password=PASSWORD),
-            options=options,
-            sleep=fake_time.sleep,
-            clock=fake_time.clock,
-            **kwargs,
-        )
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
+def client_credentials() -> Credentials:
+    return Credentials(username=USERNAME, password=PASSWORD)
 
 
 @pytest.fixture

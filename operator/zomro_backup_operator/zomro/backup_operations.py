@@ -1,7 +1,7 @@
 """The backup operations of :class:`~zomro_backup_operator.zomro.client.ZomroClient`.
 
 A mixin, so that ``client.list_backups(...)`` and the rest are the client's own methods while
-client.py keeps the session and call machinery. The same rules as for schedules: reads retry,
+client.py keeps the call machinery. The same rules as for schedules: reads retry,
 writes are sent at most once and an unknown outcome raises :class:`UnknownOutcomeError`; the one
 exception is the rotation, an idempotent setting, which is sent once more on an unknown outcome.
 """

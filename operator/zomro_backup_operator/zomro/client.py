@@ -1,7 +1,8 @@
-"""The async Zomro API client: the schedule operations, the session and login memory, retries.
+"""The async Zomro API client: the schedule operations, reads, writes, retries and paging.
 
 One HTTP request (rate limit, in-flight bound, throttle pause, size caps) is ``transport.py``'s;
-telling a create's new row from the listing is ``create_matching.py``'s.
+the session, its logins and the redaction of secrets are ``session.py``'s; telling a create's new
+row from the listing is ``create_matching.py``'s.
 
 One client per credential set, shared by every caller using that set: it holds the session, the
 rate limiter and the throttle pause, so all of them apply to the account as Zomro sees it.
@@ -15,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,18 +28,15 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from zomro_backup_operator.zomro import backoff, wire
 from zomro_backup_operator.zomro.backup_operations import BackupOperations
 from zomro_backup_operator.zomro.create_matching import match_created
-from zomro_backup_operator.zomro.credentials import AuthMode, Credentials
+from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import (
-    AuthenticationError,
     CreatedNotListedError,
     NotFoundError,
-    TokenExpiredError,
     UnknownOutcomeError,
     ZomroError,
     may_mean_gone,
 )
 from zomro_backup_operator.zomro.funcs import (
-    FUNC_AUTH,
     FUNC_INSTANCES,
     FUNC_SCHEDULE_DELETE,
     FUNC_SCHEDULE_EDIT,
@@ -52,6 +48,7 @@ from zomro_backup_operator.zomro.models import (
     ScheduleSpec,
     format_days,
 )
+from zomro_backup_operator.zomro.session import SessionKeeper
 from zomro_backup_operator.zomro.transport import Budget, Transport, pauses
 
 logger = logging.getLogger(__name__)
@@ -101,16 +98,6 @@ class ClientOptions:
             raise ValueError("max_response_bytes and max_listing_bytes must be at least 1024")
 
 
-@dataclass(eq=False)
-class _Session:
-    """The current session id. Not a frozen value: never printed, compared by identity."""
-
-    sid: str
-
-    def __repr__(self) -> str:
-        return "_Session(<redacted>)"
-
-
 class ZomroClient(BackupOperations):
     """Typed access to Zomro's backup schedules and backups for one credential set.
 
@@ -137,7 +124,6 @@ class ZomroClient(BackupOperations):
         self._credentials = credentials
         self._options = options or ClientOptions()
         self._sleep = sleep
-        self._clock = clock
         self._random = random
         self._transport = Transport(
             base_url=base_url,
@@ -149,12 +135,13 @@ class ZomroClient(BackupOperations):
             redact=self._redact,
             may_write=may_write,
         )
-        self._login_lock = asyncio.Lock()
-        self._session: _Session | None = None
-        if credentials.mode is AuthMode.TOKEN and credentials.token:
-            self._session = _Session(credentials.token)
-        self._retired_sids: list[str] = []
-        self._login_refused: tuple[AuthenticationError, float] | None = None
+        self._sessions = SessionKeeper(
+            credentials,
+            self._transport,
+            retrying=self._retrying,
+            clock=clock,
+            login_refusal_memory=self._options.login_refusal_memory,
+        )
         self._known_ids: dict[str, frozenset[str]] = {}
 
     def __repr__(self) -> str:
@@ -363,7 +350,7 @@ class ZomroClient(BackupOperations):
         """An idempotent call, retried with capped exponential backoff and full jitter."""
         async for attempt in self._retrying(func):
             with attempt:
-                return await self._call(func, fields, write=False, budget=budget)
+                return await self._sessions.call(func, fields, write=False, budget=budget)
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     def _retrying(self, func: str, *, attempts: int | None = None) -> AsyncRetrying:
@@ -380,7 +367,7 @@ class ZomroClient(BackupOperations):
 
     async def _write(self, func: str, fields: Mapping[str, str]) -> wire.Doc:
         """A call that changes state: sent once; an unknown outcome raises, never repeats."""
-        doc = await self._call(func, fields, write=True)
+        doc = await self._sessions.call(func, fields, write=True)
         if not wire.is_acknowledged(doc):
             raise UnknownOutcomeError(
                 f"{func}: the answer neither confirms nor refuses the change; "
@@ -407,118 +394,6 @@ class ZomroClient(BackupOperations):
             delay = max(delay, exc.retry_after)
         return delay
 
-    async def _call(
-        self,
-        func: str,
-        fields: Mapping[str, str],
-        *,
-        write: bool,
-        budget: Budget | None = None,
-    ) -> wire.Doc:
-        """One logical call on the session, renewing an expired session once."""
-        # Reads are retried as a whole; a write is not, so the login before it retries itself.
-        session, fresh = await self._current_session(retry_login=write)
-        doc, info = await self._transport.send(
-            func, {**fields, "auth": session.sid}, write=write, budget=budget
-        )
-        if info is None:
-            return doc
-        if info.is_session_problem:
-            if self._credentials.mode is AuthMode.TOKEN:
-                await self._raise_for_token(func, info)
-            elif not fresh:
-                logger.debug("zomro %s: session refused, logging in again", func)
-                session = await self._renew(session, retry_login=write)
-                doc, info = await self._transport.send(
-                    func, {**fields, "auth": session.sid}, write=write, budget=budget
-                )
-                if info is None:
-                    return doc
-        raise wire.to_exception(info, func=func)
-
-    async def _raise_for_token(self, func: str, info: wire.ErrorInfo) -> None:
-        """With a token there is nothing to renew: tell an expired token from a real refusal."""
-        if not info.says_expired:
-            probe_session, _ = await self._current_session()
-            _, probe = await self._transport.send(
-                FUNC_INSTANCES, {"auth": probe_session.sid}, write=False
-            )
-            if probe is None:
-                raise wire.to_exception(info, func=func)
-        raise TokenExpiredError(f"{func}: the session token is no longer valid; replace it")
-
-    # --- sessions -------------------------------------------------------------------------
-
-    async def _current_session(self, *, retry_login: bool = False) -> tuple[_Session, bool]:
-        """The session to use, logging in first if there is none; True if it is brand new."""
-        session = self._session
-        if session is not None:
-            return session, False
-        async with self._login_lock:
-            if self._session is not None:
-                return self._session, False
-            self._session = await self._login(retried=retry_login)
-            return self._session, True
-
-    async def _renew(self, stale: _Session, *, retry_login: bool) -> _Session:
-        """Replace a refused session, once for all callers that saw it refused."""
-        async with self._login_lock:
-            if self._session is not None and self._session is not stale:
-                return self._session
-            self._retire(stale)
-            self._session = None
-            self._session = await self._login(retried=retry_login)
-            return self._session
-
-    async def _login(self, *, retried: bool) -> _Session:
-        refused = self._login_refused
-        if refused is not None and self._clock() < refused[1]:
-            # Zomro blocks an IP after repeated failed logins, and every tenant's logins leave
-            # from the operator's one IP: a refused credential set is not tried again for a while.
-            raise type(refused[0])(refused[0].message)
-        username = self._credentials.username or ""
-        password = self._credentials.password or ""
-        # Logging in changes nothing at Zomro: when it serves a write (which is never repeated),
-        # a failed login is retried here like a read.
-        async for attempt in self._retrying(FUNC_AUTH, attempts=None if retried else 1):
-            with attempt:
-                doc, info = await self._transport.send(
-                    FUNC_AUTH, {"username": username, "password": password}, write=False
-                )
-        if info is not None:
-            error = wire.to_exception(info, func=FUNC_AUTH)
-            if pauses(error):
-                self._transport.pause(FUNC_AUTH, error)
-            if isinstance(error, AuthenticationError) and not error.retryable:
-                self._login_refused = (error, self._clock() + self._options.login_refusal_memory)
-            raise error
-        self._login_refused = None
-        session = _Session(wire.parse_session_id(doc))
-        logger.debug("zomro %s: new session for %s", FUNC_AUTH, self._credentials.fingerprint)
-        return session
-
-    def _retire(self, session: _Session) -> None:
-        """Keep old session ids a while only so that they can still be redacted."""
-        self._retired_sids = [*self._retired_sids[-3:], session.sid]
-
     def _redact(self, text: str) -> str:
-        """Remove every secret this client knows from server text, also when the server echoed
-        it URL-encoded (it came to Zomro as a form field) or in another case."""
-        secrets = [*self._credentials.secrets(), *self._retired_sids]
-        if self._session is not None:
-            secrets.append(self._session.sid)
-        forms = {
-            form
-            for secret in secrets
-            if secret
-            for form in (
-                secret,
-                urllib.parse.quote(secret, safe=""),
-                urllib.parse.quote_plus(secret, safe=""),
-            )
-        }
-        if not forms:
-            return text
-        # Longest first, so that a secret is never half replaced by a shorter one inside it.
-        pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-        return re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
+        """The transport's redaction: the session keeper knows every secret of this client."""
+        return self._sessions.redact(text)
