@@ -60,8 +60,10 @@ promtool: ## build (once) promtool from its Go module, which checks the chart's 
 argocd-binary: ## build (once) argocd from its Go module into the cache
 	hack/argocd build
 
-unit: $(STAMP) ## fast hermetic unit tests only
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+# The unit Hypothesis profile (tests/unit/conftest.py) runs each property with a quarter of its
+# examples; `make test` runs tests/unit with the full counts.
+unit: $(STAMP) ## fast hermetic unit tests only (property tests with fewer examples)
+	$(PY) -m pytest tests/unit --hypothesis-profile=unit $(PYTEST_ARGS)
 
 process: $(STAMP) ## the commands as processes: the doctor, the sandbox, argocd on the health scripts
 	$(PY) -m pytest tests/process $(PYTEST_ARGS)

@@ -9,11 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-from support import FAST, FakeTime
+from hypothesis import settings
+from support import FAST, FULL_PROFILE_EXAMPLES, FakeTime
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
+from zomro_backup_operator.zomro.transport import tls_context
+
+# `make unit` (--hypothesis-profile=unit) runs every property with a quarter of its examples, so
+# that the inner loop takes seconds; CI's `make test` loads no profile and runs the full counts.
+settings.register_profile("unit", max_examples=FULL_PROFILE_EXAMPLES // 4)
 
 
 @pytest.fixture
@@ -30,7 +36,7 @@ async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, verify=tls_context()) as client:
         yield client
 
 

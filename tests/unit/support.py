@@ -1,12 +1,15 @@
 """Helpers the unit tests share: a controllable clock with its sleep, the instant and provider
 zone resources are read at, the seed schedule's wire row, client options without rate-limit
-pauses, and the secret-leak assertion (the shared fixtures are in conftest.py)."""
+pauses, a property test's example count, and the secret-leak assertion (the shared fixtures are
+in conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
+
+from hypothesis import settings
 
 from zomro_backup_operator.time_zones import DEFAULT_PROVIDER_ZONE, parse_zone
 from zomro_backup_operator.zomro.client import ClientOptions
@@ -37,6 +40,16 @@ class FakeTime:
 
 FAST = ClientOptions(timeout=5.0, max_requests_per_second=1000.0)
 """Client options for tests: no rate-limit pause between requests, a timeout a test can wait."""
+
+FULL_PROFILE_EXAMPLES = 100
+"""Hypothesis's default ``max_examples``, the full profile's."""
+
+
+def examples(full: int) -> int:
+    """A property test's example count: ``full`` under Hypothesis's default profile (what CI's
+    `make test` runs), scaled down by the ``unit`` profile that `make unit` loads (conftest.py)."""
+    return max(1, full * settings().max_examples // FULL_PROFILE_EXAMPLES)
+
 
 SEED_ROW = {
     "create_date": {"$": "2024-07-24"},

@@ -45,6 +45,7 @@ from zomro_backup_operator.zomro.funcs import (
     FUNC_SCHEDULES,
 )
 from zomro_backup_operator.zomro.models import Instance, ScheduleSpec, Weekday
+from zomro_backup_operator.zomro.transport import tls_context
 
 USERNAME = "alice"
 PASSWORD = "Pa55-w0rd-that-must-never-show"
@@ -646,7 +647,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
     def __init__(self) -> None:
         self.sent: list[float] = []
-        self._inner = httpx.AsyncHTTPTransport()
+        self._inner = httpx.AsyncHTTPTransport(verify=tls_context())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(time.monotonic())

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import FakeTime, assert_no_secrets
+from support import FakeTime, assert_no_secrets, examples
 
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
@@ -300,7 +300,7 @@ _bodies = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=_bodies, status=st.sampled_from([200, 200, 200, 403, 460, 500, 503, 418]))
 def test_any_answer_gives_schedules_or_a_zomro_error_for_every_operation(
     body: bytes, status: int

@@ -8,6 +8,7 @@ import string
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import examples
 
 from zomro_backup_operator.sandbox.api import Api
 from zomro_backup_operator.sandbox.config import default_config
@@ -38,7 +39,7 @@ def create(api: Api, **fields: str) -> dict[str, object]:
     return doc
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.integers(0, 6), min_size=1, max_size=7, unique=True))
 def test_any_set_of_days_in_any_order_lists_as_those_names_in_week_order(days: list[int]) -> None:
     api = fresh_api()
@@ -51,7 +52,7 @@ def test_any_set_of_days_in_any_order_lists_as_those_names_in_week_order(days: l
     assert listed.split() == [NAMES[d] for d in sorted(days)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(alphabet=string.digits + ", ;-\n\t" + "٣", max_size=16))
 def test_rotation_days_is_accepted_exactly_when_it_is_a_comma_list_of_distinct_0_to_6(
     text: str,
@@ -70,7 +71,7 @@ def test_rotation_days_is_accepted_exactly_when_it_is_a_comma_list_of_distinct_0
         assert api.state.schedules == {}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.one_of(
         st.from_regex(r"\A[0-9]{1,3}:[0-9]{1,3}\Z"),

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import examples
 
 from zomro_backup_operator import time_zones
 from zomro_backup_operator.time_zones import (
@@ -362,7 +363,7 @@ def starts(draw: st.DrawFn) -> dt.datetime:
     return YEARS_2026_2027[0] + dt.timedelta(minutes=draw(st.integers(0, 102 * 7 * 24 * 60)))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     days=st.frozensets(st.sampled_from(list(Weekday)), min_size=1),
     hour=st.integers(0, 23),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import SEED_ROW
+from support import SEED_ROW, examples
 
 from zomro_backup_operator.zomro import wire
 from zomro_backup_operator.zomro.errors import (
@@ -358,13 +358,13 @@ def _parse_everything(doc: dict[str, object]) -> None:
         assert isinstance(info.is_session_problem, bool)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_docish)
 def test_any_document_parses_to_valid_models_or_a_zomro_error(doc: dict[str, object]) -> None:
     _parse_everything(doc)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=200) | st.builds(lambda v: json.dumps(v).encode(), _json))
 def test_any_body_decodes_to_a_document_or_a_zomro_error(body: bytes) -> None:
     try:
@@ -375,7 +375,7 @@ def test_any_body_decodes_to_a_document_or_a_zomro_error(body: bytes) -> None:
     _parse_everything(doc)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.text(max_size=80), st.text(max_size=40))
 def test_any_error_object_and_message_map_to_a_zomro_error(obj: str, msg: str) -> None:
     info = wire.read_error(_error("value", obj, msg))

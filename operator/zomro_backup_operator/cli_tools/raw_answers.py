@@ -16,6 +16,7 @@ import httpx
 
 from zomro_backup_operator.zomro import wire
 from zomro_backup_operator.zomro.errors import ZomroError
+from zomro_backup_operator.zomro.transport import tls_context
 
 _NOT_KEPT = "auth"
 
@@ -50,7 +51,7 @@ class AnswerRecorder(httpx.AsyncBaseTransport):
     """Passes every request to ``inner`` and records what came back."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._inner = inner or httpx.AsyncHTTPTransport(verify=tls_context())
         self.answers: list[RawAnswer] = []
 
     def since(self, mark: int, func: str) -> list[RawAnswer]:

@@ -157,7 +157,8 @@ class SessionKeeper:
             raise error
         self._login_refused = None
         session = _Session(wire.parse_session_id(doc))
-        logger.debug("zomro %s: new session for %s", FUNC_AUTH, self._credentials.fingerprint)
+        if logger.isEnabledFor(logging.DEBUG):  # the fingerprint is slow to compute, on purpose
+            logger.debug("zomro %s: new session for %s", FUNC_AUTH, self._credentials.fingerprint)
         return session
 
     def _retire(self, session: _Session) -> None:
