@@ -153,15 +153,21 @@ def _on_provider_clock(
     """The wanted schedule as the provider's clock must hold it for this run."""
     here, there = run.astimezone(user_zone), run.astimezone(provider_zone)
     shift = (there.date() - here.date()).days
-    days = frozenset(Weekday((int(day) + shift) % 7) for day in wanted.days)
-    return _Weekly(days, there.hour * 60 + there.minute)
+    return _Weekly(_shifted(wanted.days, shift), there.hour * 60 + there.minute)
+
+
+@functools.cache
+def _shifted(days: frozenset[Weekday], shift: int) -> frozenset[Weekday]:
+    """``days`` moved by ``shift`` days (cached: every run of a schedule asks it again)."""
+    return frozenset(Weekday((int(day) + shift) % 7) for day in days)
 
 
 def _runs(weekly: _Weekly, zone: ZoneInfo, start: dt.datetime) -> Iterator[dt.datetime]:
     """Every instant from ``start`` on at which ``zone``'s clock shows the schedule, in order."""
     day = start.astimezone(zone).date() - _ONE_DAY
+    numbers = {int(weekday) for weekday in weekly.days}  # Sunday 0, as isoweekday() % 7
     while True:
-        if Weekday(day.isoweekday() % 7) in weekly.days:
+        if day.isoweekday() % 7 in numbers:
             yield from (run for run in _instants(day, weekly.minute, zone) if run >= start)
         day += _ONE_DAY
 
@@ -169,8 +175,12 @@ def _runs(weekly: _Weekly, zone: ZoneInfo, start: dt.datetime) -> Iterator[dt.da
 def _instants(day: dt.date, minute: int, zone: ZoneInfo) -> list[dt.datetime]:
     """The instants at which ``zone``'s clock shows this wall time: none in a gap, two in a fold."""
     wall = dt.datetime.combine(day, dt.time(minute // 60, minute % 60))
-    candidates = {wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)}
-    return sorted(c for c in candidates if c.astimezone(zone).replace(tzinfo=None) == wall)
+    first, second = (wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1))
+    if first == second:
+        # Both folds agree only away from a transition (in a gap or a fold they differ), so the
+        # clock shows this wall time once: the common case, which needs no check.
+        return [first]
+    return sorted(c for c in (first, second) if c.astimezone(zone).replace(tzinfo=None) == wall)
 
 
 def _weekly(days: Iterable[Weekday], time: str) -> _Weekly:
