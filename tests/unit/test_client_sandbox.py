@@ -667,7 +667,11 @@ async def test_requests_including_the_login_are_spaced_by_the_rate_limit(
     assert funcs(sb) == [FUNC_AUTH] + [FUNC_INSTANCES] * 9
     gaps = [later - earlier for earlier, later in itertools.pairwise(transport.sent)]
     assert len(gaps) == 9
-    assert min(gaps) >= 0.9 / rate
+    # The limiter spaces the requests; each reaches the transport a little after it is let go,
+    # later on a loaded machine, which can shorten one gap by that delay. Together they span
+    # the rate; none comes in a burst.
+    assert transport.sent[-1] - transport.sent[0] >= 0.9 * len(gaps) / rate
+    assert min(gaps) >= 0.5 / rate
 
 
 # --- reporting and secrets ------------------------------------------------------------------
