@@ -4,9 +4,12 @@ client for it. A test module's own `clock` fixture overrides the default one (a 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import kopf
 import pytest
+from handler_world import World
 
 from zomro_backup_operator.sandbox import ManualClock, RunningSandbox, running_sandbox
 
@@ -27,3 +30,15 @@ async def sb(clock: ManualClock) -> AsyncIterator[RunningSandbox]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> World:
+    """The handler work's fake cluster and Zomro; kopf's Events land in ``World.events``."""
+    made = World()
+
+    def event(_body: Any, *, type: str, reason: str, message: str) -> None:
+        made.events.append((type, reason, message))
+
+    monkeypatch.setattr(kopf, "event", event)
+    return made
