@@ -265,6 +265,54 @@ def at_once(
     return started, applied
 
 
+def profiled(command: list[str], args: argparse.Namespace, suffix: str = "") -> list[str]:
+    """The operator's command, under pyinstrument (--profile) or memray (--memray) if asked,
+    writing to the given path plus ``suffix``."""
+    if args.profile:
+        tool = ["pyinstrument", "--renderer", "text", "-o", f"{args.profile}{suffix}"]
+    elif args.memray:
+        tool = ["memray", "run", "--force", "--output", f"{args.memray}{suffix}"]
+    else:
+        return command
+    return [sys.executable, "-m", *tool, "-m", "zomro_backup_operator", *command[3:]]
+
+
+def launch_operator(
+    command: list[str], env: dict[str, str], log_path: Path, liveness: str, *, append: bool = False
+) -> subprocess.Popen[bytes]:
+    with log_path.open("ab" if append else "wb") as log:
+        operator = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    wait_for("the operator's liveness endpoint", lambda: http_ok(liveness), timeout=60)
+    return operator
+
+
+def stop_operator(operator: subprocess.Popen[bytes], args: argparse.Namespace) -> None:
+    """SIGTERM (SIGINT under a profiler, so that it writes its report), then wait."""
+    if operator.poll() is not None:
+        return
+    operator.send_signal(signal.SIGINT if args.profile or args.memray else signal.SIGTERM)
+    try:
+        operator.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        operator.kill()
+        operator.wait()
+
+
+def confirmed(metrics_url: str) -> float:
+    """How many BackupSchedules the operator has found Ready since it started (its gauge)."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as response:  # noqa: S310 (loopback)
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith('zomro_operator_schedules{ready="true"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def api_client(kubeconfig: Path, pool: int) -> client.ApiClient:
     configuration = client.Configuration()
     config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -313,6 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         instances = instance_ids(args.instances)
 
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        metrics_port = free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(plane.kubeconfig),
@@ -320,29 +369,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ZOMRO_RESYNC_SECONDS": str(args.resync),
             "ZOMRO_BACKUP_CHECK_SECONDS": str(args.backup_check or args.resync),
             "ZOMRO_MAX_REQUESTS_PER_SECOND": str(args.rps),
-            "ZOMRO_METRICS_PORT": "0",
+            "ZOMRO_METRICS_PORT": str(metrics_port),
             "ZOMRO_LOG_LEVEL": args.log_level,
         }
         operator_log = home / "operator.log"
         command = operator_command("-n", namespace, f"--liveness={liveness}")
-        if args.profile:
-            command = [
-                sys.executable,
-                "-m",
-                "pyinstrument",
-                "--renderer",
-                "text",
-                "-o",
-                str(args.profile),
-                "-m",
-                "zomro_backup_operator",
-                *command[3:],
-            ]
-        with operator_log.open("wb") as log:
-            operator = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        wait_for("the operator's liveness endpoint", lambda: http_ok(liveness), timeout=60)
+        operator = launch_operator(profiled(command, args), env, operator_log, liveness)
         say(f"operator pid {operator.pid} up; namespace {namespace}; sandbox {sandbox.url}")
 
         seen = Seen()
@@ -403,6 +435,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idle_requests = sandbox.control.requests()
         idle_writes = seen.count("MODIFIED", idle_start, idle_end)
         memory_after_idle = memory_kb(operator.pid)
+
+        # ---- restart ------------------------------------------------------------------------
+        restart: dict[str, Any] = {}
+        if args.restart:
+            stop_operator(operator, args)
+            sandbox.control.clear_requests()
+            say("restarting the operator over every synced resource")
+            restart_start = time.monotonic()
+            again = profiled(command, args, ".restart")
+            operator = launch_operator(again, env, operator_log, liveness, append=True)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            wait_for(
+                "the restarted operator to confirm every resource",
+                lambda: confirmed(metrics_url) >= args.resources,
+                timeout=ready_timeout,
+                interval=0.2,
+            )
+            confirmed_at = time.monotonic()
+            restart_requests = sandbox.control.requests()
+            time.sleep(quiet_for)  # writes that the confirmations may still cause
+            restart_lists = sum(1 for r in restart_requests if r["func"] == FUNC_SCHEDULES)
+            restart = {
+                "all_confirmed_seconds": round(confirmed_at - restart_start, 2),
+                "zomro_calls": len(restart_requests),
+                "zomro_calls_by_func": funcs(restart_requests),
+                "schedule_lists_per_instance": round(restart_lists / args.instances, 2),
+                "api_writes": seen.count("MODIFIED", restart_start),
+                "memory_kb": memory_kb(operator.pid),
+            }
+            say(f"all confirmed {restart['all_confirmed_seconds']:.1f}s after the restart")
 
         # ---- delete ---------------------------------------------------------------------
         sandbox.control.clear_requests()
@@ -485,17 +547,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "end": memory_end,
                 "peak_rss_mb": round(memory_end.get("VmHWM", 0) / 1024, 1),
             },
+            "restart": restart,
             "operator": {"crashed": crashed, "password_in_log": leaked},
         }
     finally:
         stop.set()
-        if operator is not None and operator.poll() is None:
-            operator.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
-            try:
-                operator.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait()
+        if operator is not None:
+            stop_operator(operator, args)
         try:
             for item in _list(custom, namespace)["items"]:
                 custom.patch_namespaced_custom_object(
@@ -559,6 +617,19 @@ def table(result: dict[str, Any]) -> str:
         ("delete all", f"{d['all_gone_seconds']:.1f} s", "<= 60 s"),
         ("schedules left after delete", str(d["remote_schedules_left"]), "0"),
     ]
+    r = result["restart"]
+    if r:
+        rows[-2:-2] = [
+            ("restart: all confirmed", f"{r['all_confirmed_seconds']:.1f} s", ""),
+            (
+                "restart: schedule lists per instance",
+                f"{r['schedule_lists_per_instance']:.2f}",
+                "<= 1",
+            ),
+            ("restart: Zomro calls", str(r["zomro_calls"]), ""),
+            ("restart: writes to the API server", str(r["api_writes"]), "0"),
+            ("restart: RSS peak", f"{r['memory_kb'].get('VmHWM', 0) / 1024:.0f} MB", ""),
+        ]
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     lines = [f"{'measure':<{width}}  {'value':<{value_width}}  target ({TARGETS_NOTE})"]
@@ -587,6 +658,15 @@ def main() -> int:
     parser.add_argument("--kubeconfig", help="use this running cluster instead of a private one")
     parser.add_argument("--json", metavar="PATH", help="write the figures here as JSON")
     parser.add_argument("--profile", metavar="PATH", help="run the operator under pyinstrument")
+    parser.add_argument(
+        "--memray", metavar="PATH", help="run the operator under memray (its capture file)"
+    )
+    parser.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="skip restarting the operator over the synced resources before the deletes",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the operator/sandbox logs")
     args = parser.parse_args()
     result = run(args)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from zomro_backup_operator import backup_checks, handling, runtime
+from zomro_backup_operator import handling, instance_loops, runtime
 from zomro_backup_operator.backup_handlers import register_backup_kinds
 from zomro_backup_operator.claims import ClaimKey, index_entry
 from zomro_backup_operator.handling import HandlerCall
+from zomro_backup_operator.instance_loops import InstanceLoops, Tracked
 from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
 from zomro_backup_operator.settings import Settings
 
@@ -33,11 +33,13 @@ def register(
         settings.persistence.progress_storage = kopf.StatusProgressStorage()
         settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
         settings.posting.level = logging.INFO
-        # A resync daemon still running when its resource is deleted (waiting for the instance's
-        # lock or the rate limit) keeps the finalizer until kopf looks again: by default after
-        # 60 s, which held a fifth of a mass deletion for a minute (hack/bench).
+        # A timer still running when its resource is deleted (BackupRetention's; BackupSchedules
+        # have none since their checks moved to instance_loops) keeps the finalizer until kopf
+        # looks again: by default after 60 s, which once held a fifth of a mass deletion of
+        # BackupSchedules for a minute (hack/bench).
         settings.background.cancellation_polling = 2.0
         memo.runtime = runtime.Runtime.build(config, may_write=may_write)
+        memo.loops = InstanceLoops(memo.runtime)
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -46,6 +48,7 @@ def register(
 
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: kopf.Memo, **_: Any) -> None:
+        await instance_loops.of(memo).aclose()
         await runtime.of(memo).clients.aclose()
 
     @kopf.index(*resource, registry=registry, id="claims")
@@ -54,39 +57,20 @@ def register(
     ) -> dict[ClaimKey, str]:
         return index_entry(spec.get("instanceId"), status.get("scheduleId"), f"{namespace}/{name}")
 
+    @kopf.index(*resource, registry=registry, id="by_instance")
+    def by_instance(body: kopf.Body, **_: Any) -> dict[str, Tracked] | None:
+        return instance_loops.index_entry(body)
+
     @kopf.on.resume(*resource, registry=registry, id="ensure")
     @kopf.on.create(*resource, registry=registry, id="ensure")
     @kopf.on.update(*resource, registry=registry, id="ensure")
     async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
+        # The drift and backup checks of the resource's instance run in the instance's loop.
+        instance_loops.of(memo).watch(kwargs["spec"], kwargs["by_instance"], kwargs["claims"])
         await handling.ensure(runtime.of(memo), HandlerCall.from_kopf(kwargs, "claims"), retry)
 
     @kopf.on.delete(*resource, registry=registry, id="delete")
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
         await handling.remove(runtime.of(memo), HandlerCall.from_kopf(kwargs, "claims"), retry)
 
-    @kopf.daemon(*resource, registry=registry, id="resync")
-    async def resync(
-        memo: kopf.Memo, meta: kopf.Meta, stopped: kopf.DaemonStopped, **kwargs: Any
-    ) -> None:
-        # kopf's body, spec, status and meta are live views: each pass reads them anew.
-        def snapshot() -> tuple[HandlerCall, bool]:
-            call = HandlerCall.from_kopf({**kwargs, "meta": meta, "patch": kopf.Patch()}, "claims")
-            return call, bool(meta.get("deletionTimestamp"))
-
-        await handling.keep_in_step(runtime.of(memo), snapshot, stopped.wait)
-
     register_backup_kinds(registry, config)
-
-    @kopf.timer(
-        *resource,
-        registry=registry,
-        id="backups",
-        interval=config.backup_check_seconds,
-        initial_delay=lambda **_: config.backup_check_seconds * random.uniform(0.5, 1.0),
-    )
-    async def backups(memo: kopf.Memo, meta: kopf.Meta, **kwargs: Any) -> None:
-        await backup_checks.check(
-            runtime.of(memo),
-            HandlerCall.from_kopf({**kwargs, "meta": meta}, "claims"),
-            deleting=bool(meta.get("deletionTimestamp")),
-        )

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
-import random
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, Self
 
@@ -17,7 +14,6 @@ import kopf
 
 from zomro_backup_operator import events, metrics, reconcile
 from zomro_backup_operator.claims import ClaimKey
-from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.failures import Failure, classify
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
@@ -171,67 +167,6 @@ async def resync(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
         kind = "removed" if outcome.action is reconcile.Action.RECREATED else "changed"
         metrics.DRIFT_CORRECTIONS.labels(kind=kind).inc()
     _succeed(rt, res, desired, outcome, drift=True, shifted=shifted)
-
-
-async def keep_in_step(
-    rt: Runtime,
-    snapshot: Callable[[], tuple[HandlerCall, bool]],
-    stopped: Callable[[float], Awaitable[object]],
-) -> None:
-    """The drift check's loop, one per resource (a kopf daemon): a resync every
-    ZOMRO_RESYNC_SECONDS (the first after a random 0.5-1 period, to spread the load), and one
-    when what Zomro must hold changes (``Timing.changes_at``), so that a daylight-saving
-    transition is acted on when it comes. ``snapshot`` gives the resource as it is now and
-    whether it is being deleted; a pass's status changes are written at its end."""
-    period = rt.settings.resync_seconds
-    first = period * random.uniform(0.5, 1.0)
-    res, _ = snapshot()
-    while not await sleep_until_next_pass(rt.clock, first, _changes_at(rt, res), stopped):
-        first = period
-        res, deleting = snapshot()
-        await resync(rt, res, deleting=deleting)
-        patch = dict(res.patch.get("status") or {})
-        if patch:
-            try:
-                await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
-            except Exception:  # the next pass computes the same changes and writes them then
-                logger.warning("Writing the status of %s failed", res.key, exc_info=True)
-
-
-async def sleep_until_next_pass(
-    clock: Clock,
-    period: float,
-    changes_at: dt.datetime | None,
-    stopped: Callable[[float], Awaitable[object]],
-    *,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> bool:
-    """Wait until the next drift check is due: after ``period`` seconds (of real time, so that
-    moving the operator's clock back does not hold it up), or when the operator's clock reaches
-    ``changes_at``, whichever comes first. True when ``stopped`` ended the wait."""
-    deadline = monotonic() + period
-    stop = False
-
-    async def nap(seconds: float) -> bool:
-        nonlocal stop
-        left = deadline - monotonic()
-        if left > 0:
-            stop = bool(await stopped(min(seconds, left)))
-        return stop or deadline <= monotonic()
-
-    due = clock.now() + dt.timedelta(seconds=period)
-    await clock.sleep_until(min(due, changes_at) if changes_at is not None else due, nap)
-    return stop
-
-
-def _changes_at(rt: Runtime, res: HandlerCall) -> dt.datetime | None:
-    """When what Zomro must hold for this resource changes next (None: not within a year, or
-    the spec cannot tell)."""
-    try:
-        timing = res.desired(rt).timing
-    except InvalidSpecError:
-        return None
-    return timing.changes_at if timing is not None else None
 
 
 def _shifted(desired: Desired, observed: Observed, outcome: Outcome) -> str | None:

@@ -15,8 +15,16 @@ from zomro_backup_operator.zomro.models import BackupListing, Schedule, Schedule
 
 T = TypeVar("T")
 
-CreateMany = Callable[[Sequence[ScheduleSpec]], Awaitable[Sequence[Schedule | Exception]]]
-"""Creates schedules on the slot's instance; one result (the Schedule or its error) per spec."""
+CreateMany = Callable[
+    [Sequence[ScheduleSpec], Callable[[], Sequence[ScheduleSpec]]],
+    Awaitable[Sequence[Schedule | Exception]],
+]
+"""Creates schedules on the slot's instance, and those the second argument hands out while it
+sends them, with one listing at the end; one result (the Schedule or its error) per spec."""
+
+MAX_BATCH = 100
+"""Creates one listing may tell the ids of: the first of a batch learns its id only once the
+last is sent."""
 
 
 @dataclass
@@ -89,12 +97,22 @@ class InstanceSlot:
 
     async def _drain(self, create_many: CreateMany) -> None:
         batch: list[_Create] = []
+
+        def more() -> list[ScheduleSpec]:
+            """Creates queued while the batch is at Zomro join it: its one listing tells their
+            ids too (under a steady stream of creates, a listing per batch would be one per
+            create)."""
+            joining = self._queue[: max(MAX_BATCH - len(batch), 0)]
+            del self._queue[: len(joining)]
+            batch.extend(joining)
+            return [item.spec for item in joining]
+
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
                     results: Sequence[Schedule | Exception] = await create_many(
-                        [item.spec for item in batch]
+                        [item.spec for item in batch], more
                     )
                 except Exception as exc:  # handed to every waiting caller
                     results = [exc] * len(batch)

@@ -73,19 +73,22 @@ class ReadyTracker:
 
     def __init__(self) -> None:
         self._ready: dict[str, bool] = {}
+        self._count = 0
+        """How many of ``_ready`` are True (kept as it changes: counting them again on every
+        change would cost N^2 over a mass apply of N)."""
 
     def set(self, key: str, ready: bool) -> None:
+        self._count += int(ready) - int(self._ready.get(key, False))
         self._ready[key] = ready
         self._publish()
 
     def drop(self, key: str) -> None:
-        self._ready.pop(key, None)
+        self._count -= int(self._ready.pop(key, False))
         self._publish()
 
     def _publish(self) -> None:
-        ready = sum(self._ready.values())
-        SCHEDULES.labels(ready="true").set(ready)
-        SCHEDULES.labels(ready="false").set(len(self._ready) - ready)
+        SCHEDULES.labels(ready="true").set(self._count)
+        SCHEDULES.labels(ready="false").set(len(self._ready) - self._count)
 
 
 class BackupTracker:

@@ -42,7 +42,10 @@ class ZomroApi(Protocol):
     async def list_instances(self) -> list[Instance]: ...
     async def list_schedules(self, instance_id: str) -> list[Schedule]: ...
     async def create_schedules(
-        self, instance_id: str, specs: Sequence[ScheduleSpec]
+        self,
+        instance_id: str,
+        specs: Sequence[ScheduleSpec],
+        more: Callable[[], Sequence[ScheduleSpec]] = ...,
     ) -> Sequence[Schedule | Exception]: ...
     async def update_schedule(
         self, instance_id: str, schedule_id: str, spec: ScheduleSpec
@@ -334,7 +337,7 @@ async def _ensure_locked(
         created = remote.slot.submit_create(
             desired.schedule,
             desired.key,
-            lambda specs: remote.zomro.create_schedules(instance_id, specs),
+            lambda specs, more: remote.zomro.create_schedules(instance_id, specs, more),
             lambda schedule: _claim(remote, desired, schedule.id),
         )
         return _Creating(created, decision.recreate, pending)

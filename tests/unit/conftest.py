@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import kopf
 import pytest
+from handler_world import World
 from hypothesis import settings
 from support import FAST, FULL_PROFILE_EXAMPLES, FakeTime
 
@@ -76,3 +78,15 @@ async def make_client(
     yield make
     for client in made:
         await client.aclose()
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> World:
+    """The handler work's fake cluster and Zomro; kopf's Events land in ``World.events``."""
+    made = World()
+
+    def event(_body: Any, *, type: str, reason: str, message: str) -> None:
+        made.events.append((type, reason, message))
+
+    monkeypatch.setattr(kopf, "event", event)
+    return made

@@ -63,20 +63,27 @@ class FakeZomro:
         return [s for s in self.schedules.values() if s.instance_id == instance_id]
 
     async def create_schedules(
-        self, instance_id: str, specs: Sequence[ScheduleSpec]
+        self,
+        instance_id: str,
+        specs: Sequence[ScheduleSpec],
+        more: Callable[[], Sequence[ScheduleSpec]] = tuple,
     ) -> list[Schedule | Exception]:
         self.batches.append([spec.name for spec in specs])
         self._enter("create_schedules", instance_id)
-        await asyncio.sleep(0)  # a real client yields while the request is out
         results: list[Schedule | Exception] = []
-        for spec in specs:
-            created = self.add(instance_id, spec)
-            try:
-                if self.after_create is not None:
-                    self.after_create(created)
-                results.append(created)
-            except Exception as exc:  # a lost answer: applied at Zomro, unknown to the caller
-                results.append(exc)
+        batch = list(specs)
+        while batch:
+            for spec in batch:
+                await asyncio.sleep(0)  # a real client yields while each request is out
+                created = self.add(instance_id, spec)
+                try:
+                    if self.after_create is not None:
+                        self.after_create(created)
+                    results.append(created)
+                except Exception as exc:  # a lost answer: applied at Zomro, unknown to the caller
+                    results.append(exc)
+            batch = list(more())
+            self.batches[-1].extend(spec.name for spec in batch)
         return results
 
     async def update_schedule(self, instance_id: str, schedule_id: str, spec: ScheduleSpec) -> None:

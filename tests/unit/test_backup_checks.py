@@ -10,8 +10,8 @@ from typing import Any
 
 import kopf
 import pytest
+from handler_world import INSTANCE, SPEC, World
 from prometheus_client import REGISTRY
-from test_handling import INSTANCE, SPEC, World
 
 from zomro_backup_operator import backup_checks, handling
 from zomro_backup_operator.clock import Clock

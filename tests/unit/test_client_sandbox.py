@@ -146,6 +146,26 @@ async def test_a_batch_of_creates_costs_one_write_each_and_a_single_list(
         assert held[result.id] == (spec.name, (1, 2, 3, 4, 5), spec.time)
 
 
+async def test_creates_handed_out_while_a_batch_is_sent_share_its_one_listing(
+    client: ZomroClient, sb: RunningSandbox
+) -> None:
+    await client.list_schedules(INSTANCE)  # logged in, and the rows before the batch known
+    sb.state.requests.clear()
+    first, later = (
+        [ScheduleSpec(name=f"{part}-{n}", days=WEEKDAYS, time=f"0{n}:00") for n in range(2)]
+        for part in ("first", "later")
+    )
+    handed = [later, []]
+
+    results = await client.create_schedules(INSTANCE, first, lambda: handed.pop(0))
+
+    assert funcs(sb) == [FUNC_SCHEDULE_EDIT] * 4 + [FUNC_SCHEDULES]
+    held = {row[0]: row[1] for row in schedules_held(sb)}
+    assert [held[r.id] for r in results if not isinstance(r, ZomroError)] == [
+        s.name for s in first + later
+    ]
+
+
 async def test_a_refused_create_in_a_batch_fails_alone(
     client: ZomroClient, sb: RunningSandbox
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 import pytest
 from fake_zomro import FakeZomro
 
+from zomro_backup_operator import instance_slot
 from zomro_backup_operator.claims import ClaimKey, Claims
 from zomro_backup_operator.instance_slot import InstanceSlot
 from zomro_backup_operator.pending import PendingCreate
@@ -320,6 +321,30 @@ def _connect(world: World):  # type: ignore[no-untyped-def]
         return world.remote()
 
     return connect
+
+
+async def test_creates_queued_while_a_batch_is_at_zomro_join_it_up_to_the_cap(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"s{n}" for n in range(7)]
+    for cap, batches in ((100, 1), (3, 3)):
+        monkeypatch.setattr(instance_slot, "MAX_BATCH", cap)
+        world.zomro.batches.clear()
+        created = await asyncio.gather(
+            *(
+                ensure(
+                    desired(f"{name}-{cap}", spec(name=f"{name}-{cap}")),
+                    Observed(),
+                    world.remote(),
+                    world.record_pending,
+                )
+                for name in names
+            )
+        )
+        assert len({outcome.schedule.id for outcome in created}) == len(names)
+        # One listing after each batch tells the ids: one batch, or as many as the cap makes.
+        assert len(world.zomro.batches) == batches
+        assert max(len(batch) for batch in world.zomro.batches) <= cap
 
 
 async def test_creates_on_one_instance_arriving_together_share_one_batch(world: World) -> None:

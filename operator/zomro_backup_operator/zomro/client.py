@@ -209,23 +209,32 @@ class ZomroClient(BackupOperations):
         return result
 
     async def create_schedules(
-        self, instance_id: str, specs: Sequence[ScheduleSpec]
+        self,
+        instance_id: str,
+        specs: Sequence[ScheduleSpec],
+        more: Callable[[], Sequence[ScheduleSpec]] = tuple,
     ) -> list[Schedule | ZomroError]:
         """Create several schedules on one instance and learn all their ids with one listing.
 
         Zomro's create answer carries no id, so each create alone costs a write and a list;
-        a batch costs one write each and a single list. Results come in the order of ``specs``:
-        the new Schedule (as Zomro lists it, its name perhaps changed), or the error of that
-        create (a write is never repeated). :class:`CreatedNotListedError` and
-        :class:`AmbiguousResultError` mean Zomro made the schedule: never send it again.
+        a batch costs one write each and a single list. Once ``specs`` are sent, ``more`` is
+        asked for creates that came up meanwhile; they join the batch, until it has none.
+        Results come in the order the specs were sent: the new Schedule (as Zomro lists it,
+        its name perhaps changed), or the error of that create (a write is never repeated).
+        :class:`CreatedNotListedError` and :class:`AmbiguousResultError` mean Zomro made the
+        schedule: never send it again.
         """
         known_before = self._known_ids.get(instance_id)
         results: list[Schedule | ZomroError | None] = []
-        for spec in specs:
-            try:
-                results.append(await self._send_create(instance_id, spec))
-            except ZomroError as exc:
-                results.append(exc)
+        sent: list[ScheduleSpec] = []
+        while batch := list(specs if not sent else more()):
+            for spec in batch:
+                sent.append(spec)
+                try:
+                    results.append(await self._send_create(instance_id, spec))
+                except ZomroError as exc:
+                    results.append(exc)
+        specs = sent
         if all(result is not None for result in results):
             return [result for result in results if result is not None]
         try:
