@@ -241,6 +241,17 @@ def test_redaction_removes_secrets_from_every_echoed_field_type_included() -> No
     assert "sid123" not in repr(info) + repr(fields)
 
 
+def test_a_secret_inside_one_of_zomros_codes_leaves_the_error_its_meaning() -> None:
+    # The password "bad" is part of the code "badpassword": redacting it there made the refused
+    # login a session problem, retried four times instead of remembered as refused.
+    doc = _error("auth", "badpassword", "Wrong password: bad")
+    info = wire.read_error(doc, redact=_without("bad"))
+    assert info is not None
+    assert (info.type, info.object) == ("auth", "badpassword")
+    assert "bad" not in info.message
+    assert isinstance(wire.to_exception(info, func="auth"), AuthenticationError)
+
+
 def test_a_secret_is_redacted_before_cleaning_can_change_it() -> None:
     secret = "pa\tss-word"  # cleaning would turn the tab into a space, and the match would fail
     info = wire.read_error(_error("auth", "", f"bad {secret}"), redact=_without(secret))

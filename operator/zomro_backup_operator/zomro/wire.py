@@ -68,6 +68,13 @@ _TWO_FACTOR_HINTS = ("2fa", "totp", "tfa", "otp", "two-factor", "two factor")
 _REFUSED_LOGIN = frozenset({"badpassword", "blocked_ip", "blockgeoip", "blocked", "disabled"})
 _VALUE_TYPES = frozenset({"value", "missed", "exists", "badvalue", "toolong", "tooshort", "range"})
 _NOT_FOUND_TYPES = frozenset({"notfound", "not_found", "missing_object"})
+_CODES = frozenset(
+    {"auth", "access", "blocklogon", "elid", *_REFUSED_LOGIN, *_VALUE_TYPES, *_NOT_FOUND_TYPES}
+)
+"""Zomro's own error codes the mapping tells errors apart by. ``$type`` and ``$object`` equal to
+one of them are kept as they are: a word of Zomro's says nothing of a secret, and redacting a
+secret that happens to be part of it (the password "bad" in "badpassword") would change what
+the error means."""
 _DAY_LIMIT_HINTS = ("per day", "a day", "daily", "today", "24 hours")
 _LIMIT_HINTS = ("at most", "limit", "maximum", "no more than", "exceed")
 _SENT_BACKUP_FIELDS = frozenset({"name", "plid"})
@@ -375,11 +382,15 @@ def read_error(
     def safe(text: str) -> str:
         return clean_text(redact(text))
 
+    def code(text: str) -> str:
+        cleaned = clean_text(text)
+        return cleaned if cleaned.lower() in _CODES else safe(text)
+
     raw_object = scalar(error.get("$object")) or ""
     field_errors = _field_errors(raw_object, safe)
     return ErrorInfo(
-        type=safe(scalar(error.get("$type")) or "").lower(),
-        object="" if field_errors else safe(raw_object),
+        type=code(scalar(error.get("$type")) or "").lower(),
+        object="" if field_errors else code(raw_object),
         message=safe(scalar(error.get("msg")) or ""),
         detail=safe(scalar(error.get("detail")) or ""),
         field_errors=field_errors,
