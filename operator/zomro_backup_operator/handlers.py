@@ -71,6 +71,8 @@ def register(
 
     @kopf.on.delete(*resource, registry=registry, id="delete")
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
+        if await instance_loops.of(memo).hold(kwargs["uid"]):
+            raise kopf.TemporaryError("a periodic check was under way; deleting after it", delay=1)
         await handling.remove(runtime.of(memo), HandlerCall.from_kopf(kwargs, "claims"), retry)
 
     register_backup_kinds(registry, config)

@@ -32,8 +32,9 @@ from zomro_backup_operator import backup_checks, handling
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.handling import HandlerCall
+from zomro_backup_operator.kube import StatusConflictError
 from zomro_backup_operator.resources import ADOPT_ANNOTATION, InvalidSpecError
-from zomro_backup_operator.runtime import Runtime
+from zomro_backup_operator.runtime import Recent, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Tracked:
     name: str
     uid: str
     generation: int
+    resource_version: str
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     annotations: Mapping[str, str]
@@ -97,6 +99,7 @@ def index_entry(body: Mapping[str, Any]) -> dict[str, Tracked] | None:
             name=str(meta.get("name") or ""),
             uid=str(meta.get("uid") or ""),
             generation=int(meta.get("generation") or 0),
+            resource_version=str(meta.get("resourceVersion") or ""),
             spec=dict(spec),
             status=dict(body.get("status") or {}),
             annotations={k: v for k, v in annotations.items() if k == ADOPT_ANNOTATION},
@@ -134,6 +137,10 @@ class InstanceLoops:
         self._nudges: dict[str, asyncio.Event] = {}
         self._index: Mapping[str, Iterable[Tracked]] = {}
         self._claims: Mapping[ClaimKey, Iterable[str]] = {}
+        self._checking: dict[str, asyncio.Future[None]] = {}
+        """uid -> the check of that resource under way (its end)."""
+        self._held = Recent()
+        """uids whose deletion has begun: never checked again."""
 
     def watch(
         self,
@@ -174,6 +181,17 @@ class InstanceLoops:
 
     def members(self, instance_id: str) -> list[Tracked]:
         return list(self._index.get(instance_id, ()))
+
+    async def hold(self, uid: str) -> bool:
+        """The resource is being deleted: it is never checked again. Waits for a check of it
+        that is under way; True when there was one (it may have changed the resource's status
+        and Zomro since the deletion handler's body was read: the handler must look again)."""
+        self._held.add(uid)
+        checking = self._checking.get(uid)
+        if checking is None:
+            return False
+        await asyncio.shield(checking)
+        return True
 
     async def run(self, instance_id: str, nudge: asyncio.Event) -> None:
         """The instance's loop: ends when the index holds none of its resources."""
@@ -226,22 +244,47 @@ class InstanceLoops:
         for member in members:
             await self._one(member, "Backup check", backup_checks.check)
 
+    def _latest(self, member: Tracked) -> Tracked | None:
+        """The resource as the index holds it now (a pass's list may be seconds old); None once
+        it is gone or its deletion has begun."""
+        if member.uid in self._held:
+            return None
+        instance_id = member.spec.get("instanceId")
+        now = next((m for m in self._index.get(str(instance_id), ()) if m.uid == member.uid), None)
+        return None if now is None or now.deleting else now
+
     async def _one(
         self,
         member: Tracked,
         what: str,
         work: Callable[..., Awaitable[None]],
     ) -> None:
-        """One resource's check; its status changes are written at its end. A failure is logged
-        and leaves the instance's other resources to be checked."""
-        res = member.call(self._claims)
+        """One resource's check; its status changes are written at its end, only if the resource
+        is still as the check saw it (else the next pass decides again). A failure is logged and
+        leaves the instance's other resources to be checked."""
+        latest = self._latest(member)
+        if latest is None:
+            return
+        res = latest.call(self._claims)
+        done = self._checking[latest.uid] = asyncio.get_running_loop().create_future()
         try:
-            await work(self._rt, res, deleting=member.deleting)
+            await work(self._rt, res, deleting=False)
             patch = dict(res.patch.get("status") or {})
             if patch:
-                await asyncio.to_thread(self._rt.kube.patch_status, res.namespace, res.name, patch)
+                await asyncio.to_thread(
+                    self._rt.kube.patch_status,
+                    res.namespace,
+                    res.name,
+                    patch,
+                    resource_version=latest.resource_version or None,
+                )
+        except StatusConflictError:
+            logger.info("%s of %s: the resource changed meanwhile; not written", what, res.key)
         except Exception:  # the next pass computes the same changes and writes them then
             logger.warning("%s of %s failed", what, res.key, exc_info=True)
+        finally:
+            del self._checking[latest.uid]
+            done.set_result(None)
 
 
 async def sleep_until_next_pass(

@@ -18,6 +18,10 @@ class StatusWriteWithheldError(RuntimeError):
     """A status write not sent: ``may_write`` refused it (this process no longer leads)."""
 
 
+class StatusConflictError(RuntimeError):
+    """A status write refused because the resource changed since the given resourceVersion."""
+
+
 class Kube:
     """``may_write``, if given, is asked right before each write is sent; False withholds it."""
 
@@ -40,15 +44,34 @@ class Kube:
         return {str(key): str(value) for key, value in (secret.data or {}).items()}
 
     def patch_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = PLURAL
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        plural: str = PLURAL,
+        resource_version: str | None = None,
     ) -> None:
+        """A merge patch of the status; with ``resource_version``, only if the resource is
+        still at that version (else StatusConflictError)."""
         if self._may_write is not None and not self._may_write():
             raise StatusWriteWithheldError(
                 f"status of {namespace}/{name} not written: this process may not write now"
             )
-        self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
-        )
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 409 and resource_version is not None:
+                raise StatusConflictError(
+                    f"status of {namespace}/{name} not written: it changed since version "
+                    f"{resource_version}"
+                ) from None
+            raise
 
 
 def load_client() -> Any:

@@ -137,6 +137,24 @@ def test_repeated_sigkills_during_a_mass_delete_leave_no_schedule_behind(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+def test_a_mass_delete_while_the_drift_checks_run_leaves_no_schedule_behind(
+    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+) -> None:
+    # The drift checks pass every RESYNC_SECONDS; the latency spreads the deletions over several
+    # passes, so that checks of resources whose deletion has begun are due all along (a check
+    # that read a resource before its deletion would recreate the schedule just deleted).
+    control = sandbox.control
+    specs = specs_for(60, prefix="d")
+    create_many(cluster, specs)
+    wait_all_ready(cluster, list(specs), timeout=120)
+    control.set_faults(latency=0.1)
+
+    delete_many(cluster, list(specs))
+
+    wait_all_gone(cluster, list(specs), timeout=180)
+    check_invariants(cluster, control, operator, live={}, deleted=list(specs))
+
+
 def test_many_sigkills_during_a_large_create_and_delete(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:

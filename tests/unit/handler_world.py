@@ -19,6 +19,7 @@ from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.instance_loops import Tracked, changes_at
+from zomro_backup_operator.kube import StatusConflictError
 from zomro_backup_operator.runtime import ClientPool, Runtime
 from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.zomro.client import ZomroClient
@@ -50,11 +51,22 @@ class FakeKube:
 
     secrets: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
     status_writes: list[Mapping[str, Any]] = field(default_factory=list)
+    resource_version: str = "1"
+    """The resource's version now: a write conditional on another one is refused."""
 
     def read_secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
         return self.secrets.get((namespace, name))
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> None:
+        if resource_version not in (None, self.resource_version):
+            raise StatusConflictError(f"{namespace}/{name} changed since {resource_version}")
         self.status_writes.append(dict(status))
 
 
@@ -134,6 +146,7 @@ class World:
             name=name,
             uid=f"uid-{name}",
             generation=generation,
+            resource_version="1",
             spec=spec,
             status=dict(status or {}),
             annotations={},

@@ -23,7 +23,7 @@ from support import PROVIDER_ZONE
 from zomro_backup_operator import handling, instance_loops
 from zomro_backup_operator.instance_loops import InstanceLoops, Tracked
 from zomro_backup_operator.time_zones import parse_zone, provider_schedule
-from zomro_backup_operator.zomro.models import Weekday
+from zomro_backup_operator.zomro.models import Schedule, Weekday
 
 
 class Sleeper:
@@ -184,6 +184,88 @@ async def test_a_resource_whose_check_fails_leaves_the_others_checked(world: Wor
 
     assert world.zomro.schedules[schedule_id].time == "02:01"
     assert [reason for _, reason, _ in world.events][-2:] == ["InvalidStatus", "DriftCorrected"]
+
+
+async def drifted(world: World) -> tuple[Tracked, str]:
+    """A synced resource whose schedule was then changed at Zomro (a drift pass changes it)."""
+    res = world.resource()
+    await handling.ensure(world.rt, res, retry=0)
+    [schedule_id] = world.zomro.schedules
+    world.zomro.schedules[schedule_id] = replace(world.zomro.schedules[schedule_id], time="05:00")
+    world.zomro.calls.clear()
+    world.kube.status_writes.clear()
+    return world.tracked(status_after(res)), schedule_id
+
+
+async def test_a_resource_whose_deletion_has_begun_is_never_checked_again(world: World) -> None:
+    member, schedule_id = await drifted(world)
+    run = Run(world, Index({INSTANCE: [member]}), 310.0)
+
+    assert not await run.loops.hold(member.uid)  # no check was under way
+    await run.until_done(INSTANCE)
+
+    assert world.zomro.calls == []
+    assert world.zomro.schedules[schedule_id].time == "05:00"
+
+
+async def test_a_pass_reads_each_resource_afresh_and_leaves_one_being_deleted_alone(
+    world: World,
+) -> None:
+    member, schedule_id = await drifted(world)
+    index = Index({INSTANCE: [member]})
+    run = Run(world, index, 310.0)
+    deleting = replace(member, deleting=True)
+    original = run.loops.members
+
+    def members_then_deleted(instance_id: str) -> list[Tracked]:
+        listed = original(instance_id)  # what the pass starts with: not being deleted yet
+        index[INSTANCE] = [deleting]  # the deletion's watch event, indexed meanwhile
+        return listed
+
+    run.loops.members = members_then_deleted  # type: ignore[method-assign]
+    await run.until_done(INSTANCE)
+
+    assert world.zomro.calls == []
+    assert world.zomro.schedules[schedule_id].time == "05:00"
+
+
+async def test_the_deletion_waits_for_a_check_of_the_resource_under_way(world: World) -> None:
+    member, schedule_id = await drifted(world)
+    started, listing = asyncio.Event(), asyncio.Event()
+    real_list = world.zomro.list_schedules
+
+    async def slow_list(instance_id: str) -> list[Schedule]:
+        started.set()
+        await listing.wait()
+        return await real_list(instance_id)
+
+    world.zomro.list_schedules = slow_list  # type: ignore[method-assign]
+    run = Run(world, Index({INSTANCE: [member]}), 310.0)
+    run.loops.watch({"instanceId": INSTANCE}, run.index, {})
+    await started.wait()  # the drift pass has begun its check
+
+    held = asyncio.ensure_future(run.loops.hold(member.uid))
+    await asyncio.sleep(0)
+    assert not held.done()  # the deletion may not start while the check runs
+    listing.set()
+    assert await held  # and then it is told to look again at what the check wrote
+    assert world.zomro.schedules[schedule_id].time == "02:01"
+    await run.until_done()
+
+
+async def test_a_checks_status_is_not_written_over_a_change_made_meanwhile(world: World) -> None:
+    res = world.resource()
+    await handling.ensure(world.rt, res, retry=0)
+    world.kube.status_writes.clear()
+    world.kube.resource_version = "2"  # a handler wrote the resource after the index read it
+
+    # One backup-check period: its first finding would be written (see above), but not now.
+    await Run(world, Index({INSTANCE: [world.tracked(status_after(res))]}), 610.0).until_done(
+        INSTANCE
+    )
+
+    assert world.zomro.calls.count("list_backups") == 1
+    assert world.kube.status_writes == []  # the next pass decides on what status says then
 
 
 async def test_stopping_the_loops_cancels_every_loop(world: World) -> None:
