@@ -349,6 +349,12 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def restart_with(self, **env: str) -> None:
+        """Stop, change these settings, start again."""
+        self.stop()
+        self.env.update(env)
+        self.start()
+
     def set_clock(self, at: dt.datetime) -> None:
         """Move this operator's clock (its ``ZOMRO_CLOCK_OFFSET_FILE``) so that it reads ``at``."""
         path = Path(self.env["ZOMRO_CLOCK_OFFSET_FILE"])

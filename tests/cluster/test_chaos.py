@@ -140,14 +140,18 @@ def test_repeated_sigkills_during_a_mass_delete_leave_no_schedule_behind(
 def test_a_mass_delete_while_the_drift_checks_run_leaves_no_schedule_behind(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
-    # The drift checks pass every RESYNC_SECONDS; the latency spreads the deletions over several
-    # passes, so that checks of resources whose deletion has begun are due all along (a check
-    # that read a resource before its deletion would recreate the schedule just deleted).
+    # The drift checks pass every RESYNC_SECONDS; at 5 requests a second the deletions take
+    # several passes, and a pass's listing waits behind them, so that checks of resources whose
+    # deletion has begun are due all along (a check that read a resource before its deletion
+    # would recreate the schedule the deletion had just removed).
     control = sandbox.control
     specs = specs_for(60, prefix="d")
     create_many(cluster, specs)
     wait_all_ready(cluster, list(specs), timeout=120)
-    control.set_faults(latency=0.1)
+    control.clear_requests()
+    operator.restart_with(ZOMRO_MAX_REQUESTS_PER_SECOND="5")
+    # Two listings when it starts (one per instance), two more at its first drift pass.
+    wait_for("a drift pass of the restarted operator", lambda: lists_seen(control) >= 4)
 
     delete_many(cluster, list(specs))
 

@@ -31,12 +31,6 @@ JITTER = 0.05
 """Seconds a request's arrival may move between leaving the client and the sandbox's clock."""
 
 
-def restart_with(operator: OperatorProcess, **env: str) -> None:
-    operator.stop()
-    operator.env.update(env)
-    operator.start()
-
-
 def arrivals(records: list[dict[str, Any]], account: str | None = USERNAME) -> list[float]:
     """When each request reached the sandbox (its log stamps the end; duration is the rest)."""
     return sorted(
@@ -85,7 +79,7 @@ def assert_within_budget(records: list[dict[str, Any]], *, changes: int) -> None
 def run_burst(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess, count: int
 ) -> None:
-    restart_with(operator, ZOMRO_MAX_REQUESTS_PER_SECOND=str(RATE), ZOMRO_RESYNC_SECONDS="600")
+    operator.restart_with(ZOMRO_MAX_REQUESTS_PER_SECOND=str(RATE), ZOMRO_RESYNC_SECONDS="600")
     timeout = count * 3 / RATE + 60
 
     specs = burst(cluster, count)
@@ -120,7 +114,7 @@ def test_a_460_with_retry_after_holds_back_every_resource_on_the_credential_set(
     cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
     retry_after = 8
-    restart_with(operator, ZOMRO_RESYNC_SECONDS="600")  # no drift checks in the window
+    operator.restart_with(ZOMRO_RESYNC_SECONDS="600")  # no drift checks in the window
     specs = burst(cluster, 12)
     wait_all_ready(cluster, list(specs))
 
