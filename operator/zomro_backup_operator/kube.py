@@ -18,6 +18,10 @@ class StatusWriteWithheldError(RuntimeError):
     """A status write not sent: ``may_write`` refused it (this process no longer leads)."""
 
 
+class StatusChangedError(RuntimeError):
+    """A conditional status write refused: the resource changed since the version it named."""
+
+
 class Kube:
     """``may_write``, if given, is asked right before each write is sent; False withholds it."""
 
@@ -40,15 +44,36 @@ class Kube:
         return {str(key): str(value) for key, value in (secret.data or {}).items()}
 
     def patch_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = PLURAL
-    ) -> None:
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        plural: str = PLURAL,
+        resource_version: str | None = None,
+    ) -> str:
+        """Merge ``status`` into the resource's; returns its new resourceVersion. With
+        ``resource_version``, only if the resource is still at that version (the API server's
+        optimistic concurrency), else StatusChangedError."""
         if self._may_write is not None and not self._may_write():
             raise StatusWriteWithheldError(
                 f"status of {namespace}/{name} not written: this process may not write now"
             )
-        self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
-        )
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            written: Any = self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 409 and resource_version is not None:
+                raise StatusChangedError(
+                    f"status of {namespace}/{name} not written: the resource changed since "
+                    f"version {resource_version}"
+                ) from exc
+            raise
+        return str(written["metadata"]["resourceVersion"])
 
 
 def load_client() -> Any:

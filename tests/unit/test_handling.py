@@ -13,12 +13,15 @@ from typing import Any, cast
 import kopf
 import pytest
 from fake_zomro import FakeZomro
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from support import PROVIDER_ZONE, READ_AT
 
 from zomro_backup_operator import handling
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.handling import HandlerCall
+from zomro_backup_operator.kube import Kube, StatusChangedError
 from zomro_backup_operator.runtime import ClientPool, Runtime
 from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.time_zones import parse_zone, provider_schedule
@@ -47,12 +50,28 @@ class FakeKube:
 
     secrets: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
     status_writes: list[Mapping[str, Any]] = field(default_factory=list)
+    versions: list[str | None] = field(default_factory=list)
+    """The resourceVersion each status write was conditional on (None: unconditional)."""
+    current: str = "7"
+    """The resource's resourceVersion at the API server."""
 
     def read_secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
         return self.secrets.get((namespace, name))
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> str:
+        self.versions.append(resource_version)
+        if resource_version not in (None, self.current):
+            raise StatusChangedError(f"{namespace}/{name} is no longer at {resource_version}")
         self.status_writes.append(dict(status))
+        self.current = str(int(self.current) + 1)
+        return self.current
 
 
 class FakePool(ClientPool):
@@ -100,7 +119,9 @@ class World:
         generation: int = 1,
         spec: Mapping[str, Any] = SPEC,
         claims: Mapping[ClaimKey, Iterable[str]] | None = None,
+        resource_version: str | None = None,
     ) -> HandlerCall:
+        """The resource as kopf hands it over; by default at the API server's current version."""
         return HandlerCall(
             body=kopf.Body({"metadata": {"namespace": "team", "name": "nightly"}}),
             uid="uid-1",
@@ -112,6 +133,7 @@ class World:
             annotations={},
             patch=kopf.Patch(),
             claims_index=claims or {},
+            resource_version=resource_version or self.kube.current,
         )
 
     def listed(self, name: str = "nightly", at: str = "02:01") -> str:
@@ -151,6 +173,30 @@ async def test_a_create_records_its_intent_before_zomro_and_its_id_in_the_handle
     assert status["observedGeneration"] == 1
     assert _ready(status)["status"] == "True"
     assert [(kind, reason) for kind, reason, _ in world.events] == [("Normal", "Created")]
+
+
+async def test_the_intent_to_create_is_written_only_onto_the_status_it_was_decided_on(
+    world: World,
+) -> None:
+    res = world.resource(resource_version="7")
+    await handling.ensure(world.rt, res, retry=0)
+    assert world.kube.versions == ["7"]
+
+
+async def test_a_create_decided_on_a_status_changed_since_is_not_sent_and_writes_nothing(
+    world: World,
+) -> None:
+    # Another operator on the namespace recorded its create of this resource first.
+    world.kube.current = "8"
+    res = world.resource(resource_version="7")
+    with pytest.raises(kopf.TemporaryError) as raised:
+        await handling.ensure(world.rt, res, retry=0)
+    assert "Creating" in str(raised.value)
+    assert world.zomro.calls == ["list_schedules"]
+    assert world.zomro.schedules == {}
+    assert world.kube.status_writes == []
+    assert dict(res.patch) == {}  # its status is the winner's to write
+    assert world.events == []
 
 
 async def test_a_failure_posts_its_warning_event_only_when_the_condition_changes(
@@ -501,3 +547,26 @@ async def test_the_drift_loop_moves_the_schedule_at_the_transition_and_writes_it
     assert write["providerTime"] == "02:00"
     assert world.zomro.calls.count("update_schedule") == 1
     assert [reason for _, reason, _ in world.events][-1] == "ScheduleShifted"
+
+
+def test_a_conditional_status_write_names_the_version_and_a_conflict_says_it_changed() -> None:
+    sent: list[Mapping[str, Any]] = []
+
+    class Custom:
+        def patch_namespaced_custom_object_status(self, *args: Any) -> Mapping[str, Any]:
+            body = args[-1]
+            sent.append(body)
+            if body["metadata"]["resourceVersion"] != "8":
+                raise ApiException(status=409, reason="Conflict")
+            return {"metadata": {"resourceVersion": "9"}}
+
+    kube = Kube(client.ApiClient())
+    kube._custom = Custom()  # type: ignore[assignment]
+
+    assert kube.patch_status("team", "nightly", {"a": 1}, resource_version="8") == "9"
+    with pytest.raises(StatusChangedError):
+        kube.patch_status("team", "nightly", {"a": 2}, resource_version="7")
+    assert sent == [
+        {"status": {"a": 1}, "metadata": {"resourceVersion": "8"}},
+        {"status": {"a": 2}, "metadata": {"resourceVersion": "7"}},
+    ]
