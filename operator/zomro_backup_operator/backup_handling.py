@@ -15,6 +15,7 @@ import kopf
 from zomro_backup_operator import events, manual_backup, metrics, retention
 from zomro_backup_operator.failures import Failure, classify
 from zomro_backup_operator.handling import ResourceCall
+from zomro_backup_operator.kube import StatusChangedError
 from zomro_backup_operator.manual_backup import (
     BackupObserved,
     BackupRequest,
@@ -53,6 +54,8 @@ async def take_backup(rt: Runtime, res: ResourceCall, retry: int) -> None:
             progress = await manual_backup.take(
                 request, observed, _context(rt, res, request, client), _recorder(rt, res)
             )
+    except StatusChangedError as exc:  # another operator's request was recorded first
+        raise classify(exc).to_kopf(retry) from exc
     except Exception as exc:
         phase = "InProgress" if isinstance(exc, CreatePendingError) else None
         if isinstance(exc, InvalidSpecError):
@@ -131,8 +134,15 @@ def _recorder(rt: Runtime, res: ResourceCall) -> manual_backup.RecordPending:
             ),
             "pendingCreate": pending.to_status(),
         }
-        await asyncio.to_thread(
-            rt.kube.patch_status, res.namespace, res.name, patch, plural=manual_backup.PLURAL
+        # Only onto the status the request was decided on, as for a schedule's create
+        # (docs/design.md, "More than one operator").
+        res.resource_version = await asyncio.to_thread(
+            rt.kube.patch_status,
+            res.namespace,
+            res.name,
+            patch,
+            plural=manual_backup.PLURAL,
+            resource_version=None if pending.acknowledged else res.resource_version,
         )
         res.status = {**res.status, **patch}
 

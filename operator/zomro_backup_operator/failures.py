@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import kopf
 
+from zomro_backup_operator.kube import StatusChangedError
 from zomro_backup_operator.reconcile import CreatePendingError, ReconcileError
 from zomro_backup_operator.resources import InvalidSpecError, InvalidStatusError
 from zomro_backup_operator.secret_store import CredentialsError
@@ -66,6 +67,13 @@ def classify(exc: BaseException) -> Failure:
         return Failure("InvalidStatus", str(exc), backoff=NEEDS_PERSON_BACKOFF)
     if isinstance(exc, CredentialsError):
         return Failure("CredentialsNotFound", str(exc), backoff=NEEDS_PERSON_BACKOFF)
+    if isinstance(exc, StatusChangedError):  # another writer's create was recorded first
+        return Failure(
+            "Creating",
+            "the resource changed while its create was being decided (a create of another "
+            "operator on this namespace?); nothing was sent to Zomro, deciding again",
+            backoff=CREATING_BACKOFF,
+        )
     if isinstance(exc, CreatePendingError):  # heals by itself: look again soon
         return Failure(exc.reason, str(exc), retry_after=exc.retry_after, backoff=CREATING_BACKOFF)
     if isinstance(exc, ReconcileError):

@@ -15,6 +15,7 @@ import kopf
 from zomro_backup_operator import events, metrics, reconcile
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.failures import Failure, classify
+from zomro_backup_operator.kube import StatusChangedError
 from zomro_backup_operator.pending import PendingCreate
 from zomro_backup_operator.reconcile import Outcome, Remote, Removal
 from zomro_backup_operator.resources import (
@@ -46,6 +47,8 @@ class ResourceCall:
     claims_index: Mapping[ClaimKey, Iterable[str]]
     """The kind's own claims index (kopf passes every index to every handler)."""
     annotations: Mapping[str, str] = field(default_factory=dict)
+    resource_version: str | None = None
+    """metadata.resourceVersion of the body that ``status`` was read from."""
 
     @property
     def key(self) -> str:
@@ -66,6 +69,7 @@ class ResourceCall:
             patch=kwargs["patch"],
             claims_index=kwargs[index],
             annotations=dict(meta.get("annotations") or {}),
+            resource_version=meta.get("resourceVersion"),
         )
 
 
@@ -127,6 +131,10 @@ async def ensure(rt: Runtime, res: HandlerCall, retry: int) -> None:
         return
     try:
         outcome = await _ensure(rt, res, desired, max_age=rt.settings.resync_seconds)
+    except StatusChangedError as exc:
+        # Decided on a status that has changed since (another operator recorded its create):
+        # the status is no longer ours to write; look again at the new one.
+        raise classify(exc).to_kopf(retry) from exc
     except Exception as exc:
         _fail(rt, res, exc, retry)
     _succeed(rt, res, desired, outcome, drift=False, shifted=_shifted(desired, observed, outcome))
@@ -283,7 +291,14 @@ async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: 
             **changes(res.status, creating, desired.generation, now=_now(rt)),
             "pendingCreate": pending.to_status(iso),
         }
-        await asyncio.to_thread(rt.kube.patch_status, res.namespace, res.name, patch)
+        # The decision to create was made on this status: the intent is written only if the
+        # resource is still at that version, so that of two operators deciding on the same
+        # status (docs/design.md, "More than one operator") one records its create and the
+        # other looks again (StatusChangedError) and finds that create instead of making one.
+        version = res.resource_version if not pending.acknowledged else None
+        res.resource_version = await asyncio.to_thread(
+            rt.kube.patch_status, res.namespace, res.name, patch, resource_version=version
+        )
         res.status = {**res.status, **patch}
 
     try:

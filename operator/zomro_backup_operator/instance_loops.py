@@ -32,7 +32,7 @@ from zomro_backup_operator import backup_checks, handling
 from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.handling import HandlerCall
-from zomro_backup_operator.kube import StatusConflictError
+from zomro_backup_operator.kube import StatusChangedError
 from zomro_backup_operator.resources import ADOPT_ANNOTATION, InvalidSpecError
 from zomro_backup_operator.runtime import Recent, Runtime
 
@@ -79,6 +79,7 @@ class Tracked:
             patch=kopf.Patch(),
             claims_index=claims_index,
             annotations=dict(self.annotations),
+            resource_version=self.resource_version or None,
         )
 
 
@@ -276,9 +277,9 @@ class InstanceLoops:
                     res.namespace,
                     res.name,
                     patch,
-                    resource_version=latest.resource_version or None,
+                    resource_version=res.resource_version,  # the check's own write moves it
                 )
-        except StatusConflictError:
+        except StatusChangedError:
             logger.info("%s of %s: the resource changed meanwhile; not written", what, res.key)
         except Exception:  # the next pass computes the same changes and writes them then
             logger.warning("%s of %s failed", what, res.key, exc_info=True)

@@ -18,8 +18,8 @@ class StatusWriteWithheldError(RuntimeError):
     """A status write not sent: ``may_write`` refused it (this process no longer leads)."""
 
 
-class StatusConflictError(RuntimeError):
-    """A status write refused because the resource changed since the given resourceVersion."""
+class StatusChangedError(RuntimeError):
+    """A conditional status write refused: the resource changed since the version it named."""
 
 
 class Kube:
@@ -51,9 +51,10 @@ class Kube:
         *,
         plural: str = PLURAL,
         resource_version: str | None = None,
-    ) -> None:
-        """A merge patch of the status; with ``resource_version``, only if the resource is
-        still at that version (else StatusConflictError)."""
+    ) -> str:
+        """Merge ``status`` into the resource's; returns its new resourceVersion. With
+        ``resource_version``, only if the resource is still at that version (the API server's
+        optimistic concurrency), else StatusChangedError."""
         if self._may_write is not None and not self._may_write():
             raise StatusWriteWithheldError(
                 f"status of {namespace}/{name} not written: this process may not write now"
@@ -62,16 +63,17 @@ class Kube:
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            self._custom.patch_namespaced_custom_object_status(
+            written: Any = self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, plural, name, body
             )
         except kubernetes.client.ApiException as exc:
             if exc.status == 409 and resource_version is not None:
-                raise StatusConflictError(
-                    f"status of {namespace}/{name} not written: it changed since version "
-                    f"{resource_version}"
-                ) from None
+                raise StatusChangedError(
+                    f"status of {namespace}/{name} not written: the resource changed since "
+                    f"version {resource_version}"
+                ) from exc
             raise
+        return str(written["metadata"]["resourceVersion"])
 
 
 def load_client() -> Any:

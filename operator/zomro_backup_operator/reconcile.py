@@ -296,6 +296,12 @@ async def _ensure_locked(
         # A create of ours may have appeared since the last listing.
         max_age = min(PENDING_MAX_AGE, max_age)
     rows = await remote.schedules(instance_id, max_age=max_age)
+    held = observed.schedule_id
+    if held is not None and max_age > 0 and all(row.id != held for row in rows):
+        # Only a listing made now may say that the schedule status names is gone: the last one
+        # may be older than its create by another operator (docs/design.md, "More than one
+        # operator"), and recreating on it would make a second schedule.
+        rows = await remote.schedules(instance_id, max_age=0.0)
     owner_of = remote.owner_of(instance_id, desired.key)
     decision = plan(
         desired,

@@ -19,7 +19,7 @@ from zomro_backup_operator.claims import ClaimKey
 from zomro_backup_operator.clock import Clock
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.instance_loops import Tracked, changes_at
-from zomro_backup_operator.kube import StatusConflictError
+from zomro_backup_operator.kube import StatusChangedError
 from zomro_backup_operator.runtime import ClientPool, Runtime
 from zomro_backup_operator.settings import Settings
 from zomro_backup_operator.zomro.client import ZomroClient
@@ -51,8 +51,10 @@ class FakeKube:
 
     secrets: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
     status_writes: list[Mapping[str, Any]] = field(default_factory=list)
-    resource_version: str = "1"
-    """The resource's version now: a write conditional on another one is refused."""
+    versions: list[str | None] = field(default_factory=list)
+    """The resourceVersion each status write was conditional on (None: unconditional)."""
+    current: str = "7"
+    """The resource's resourceVersion at the API server."""
 
     def read_secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
         return self.secrets.get((namespace, name))
@@ -64,10 +66,13 @@ class FakeKube:
         status: Mapping[str, Any],
         *,
         resource_version: str | None = None,
-    ) -> None:
-        if resource_version not in (None, self.resource_version):
-            raise StatusConflictError(f"{namespace}/{name} changed since {resource_version}")
+    ) -> str:
+        self.versions.append(resource_version)
+        if resource_version not in (None, self.current):
+            raise StatusChangedError(f"{namespace}/{name} is no longer at {resource_version}")
         self.status_writes.append(dict(status))
+        self.current = str(int(self.current) + 1)
+        return self.current
 
 
 class FakePool(ClientPool):
@@ -115,7 +120,9 @@ class World:
         generation: int = 1,
         spec: Mapping[str, Any] = SPEC,
         claims: Mapping[ClaimKey, Iterable[str]] | None = None,
+        resource_version: str | None = None,
     ) -> HandlerCall:
+        """The resource as kopf hands it over; by default at the API server's current version."""
         return HandlerCall(
             body=kopf.Body({"metadata": {"namespace": "team", "name": "nightly"}}),
             uid="uid-1",
@@ -127,6 +134,7 @@ class World:
             annotations={},
             patch=kopf.Patch(),
             claims_index=claims or {},
+            resource_version=resource_version or self.kube.current,
         )
 
     def tracked(
@@ -138,7 +146,7 @@ class World:
         name: str = "nightly",
         deleting: bool = False,
     ) -> Tracked:
-        """The resource as the instance loops' index holds it."""
+        """The resource as the instance loops' index holds it, at the current version."""
         return Tracked(
             api_version="zomro.com/v1alpha1",
             kind="BackupSchedule",
@@ -146,7 +154,7 @@ class World:
             name=name,
             uid=f"uid-{name}",
             generation=generation,
-            resource_version="1",
+            resource_version=self.kube.current,
             spec=spec,
             status=dict(status or {}),
             annotations={},

@@ -19,8 +19,11 @@ from handler_world import (
     status_after,
     synced_before_a_transition,
 )
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from zomro_backup_operator import handling
+from zomro_backup_operator.kube import Kube, StatusChangedError
 from zomro_backup_operator.zomro.errors import ServerError
 from zomro_backup_operator.zomro.models import Weekday
 
@@ -46,6 +49,30 @@ async def test_a_create_records_its_intent_before_zomro_and_its_id_in_the_handle
     assert status["observedGeneration"] == 1
     assert _ready(status)["status"] == "True"
     assert [(kind, reason) for kind, reason, _ in world.events] == [("Normal", "Created")]
+
+
+async def test_the_intent_to_create_is_written_only_onto_the_status_it_was_decided_on(
+    world: World,
+) -> None:
+    res = world.resource(resource_version="7")
+    await handling.ensure(world.rt, res, retry=0)
+    assert world.kube.versions == ["7"]
+
+
+async def test_a_create_decided_on_a_status_changed_since_is_not_sent_and_writes_nothing(
+    world: World,
+) -> None:
+    # Another operator on the namespace recorded its create of this resource first.
+    world.kube.current = "8"
+    res = world.resource(resource_version="7")
+    with pytest.raises(kopf.TemporaryError) as raised:
+        await handling.ensure(world.rt, res, retry=0)
+    assert "Creating" in str(raised.value)
+    assert world.zomro.calls == ["list_schedules"]
+    assert world.zomro.schedules == {}
+    assert world.kube.status_writes == []
+    assert dict(res.patch) == {}  # its status is the winner's to write
+    assert world.events == []
 
 
 async def test_a_failure_posts_its_warning_event_only_when_the_condition_changes(
@@ -278,3 +305,26 @@ async def test_a_suspended_resource_is_deleted_without_asking_zomro(world: World
 
     assert len(world.zomro.calls) == calls
     assert "uid-1" in world.rt.deleted
+
+
+def test_a_conditional_status_write_names_the_version_and_a_conflict_says_it_changed() -> None:
+    sent: list[Mapping[str, Any]] = []
+
+    class Custom:
+        def patch_namespaced_custom_object_status(self, *args: Any) -> Mapping[str, Any]:
+            body = args[-1]
+            sent.append(body)
+            if body["metadata"]["resourceVersion"] != "8":
+                raise ApiException(status=409, reason="Conflict")
+            return {"metadata": {"resourceVersion": "9"}}
+
+    kube = Kube(client.ApiClient())
+    kube._custom = Custom()  # type: ignore[assignment]
+
+    assert kube.patch_status("team", "nightly", {"a": 1}, resource_version="8") == "9"
+    with pytest.raises(StatusChangedError):
+        kube.patch_status("team", "nightly", {"a": 2}, resource_version="7")
+    assert sent == [
+        {"status": {"a": 1}, "metadata": {"resourceVersion": "8"}},
+        {"status": {"a": 2}, "metadata": {"resourceVersion": "7"}},
+    ]

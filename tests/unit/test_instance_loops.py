@@ -257,12 +257,11 @@ async def test_a_checks_status_is_not_written_over_a_change_made_meanwhile(world
     res = world.resource()
     await handling.ensure(world.rt, res, retry=0)
     world.kube.status_writes.clear()
-    world.kube.resource_version = "2"  # a handler wrote the resource after the index read it
+    member = world.tracked(status_after(res))
+    world.kube.current = "99"  # a handler wrote the resource after the index read it
 
     # One backup-check period: its first finding would be written (see above), but not now.
-    await Run(world, Index({INSTANCE: [world.tracked(status_after(res))]}), 610.0).until_done(
-        INSTANCE
-    )
+    await Run(world, Index({INSTANCE: [member]}), 610.0).until_done(INSTANCE)
 
     assert world.zomro.calls.count("list_backups") == 1
     assert world.kube.status_writes == []  # the next pass decides on what status says then

@@ -134,6 +134,24 @@ async def test_a_schedule_removed_behind_our_back_is_recreated(world: World) -> 
     assert world.claims.owner(INSTANCE, "99", {(INSTANCE, "99"): ["team/nightly"]}) is None
 
 
+async def test_a_schedule_made_since_the_last_listing_is_kept_not_recreated(world: World) -> None:
+    # The instance's listing is cached; then another operator on the namespace creates this
+    # resource's schedule and records it in status.
+    await ensure(
+        desired("other", spec(name="other")), Observed(), world.remote(), world.record_pending
+    )
+    made = world.zomro.add(INSTANCE, spec())
+
+    outcome = await ensure(
+        desired(), Observed(schedule_id=made.id), world.remote(), world.record_pending
+    )
+
+    assert outcome.action is Action.SYNCED
+    assert outcome.schedule.id == made.id
+    assert len(world.zomro.schedules) == 2
+    assert world.zomro.calls.count("list_schedules") == 2  # the cached one, then a fresh one
+
+
 async def test_an_unclaimed_schedule_with_our_name_is_adopted_not_duplicated(world: World) -> None:
     existing = world.zomro.add(INSTANCE, spec(time="05:00"))
 
