@@ -278,6 +278,28 @@ def finalize_left(
             resources.clear_finalizers(name)
 
 
+def finalize_with_an_operator_of_its_own(
+    resources: Finalizable,
+    names: list[str],
+    sandbox: SandboxProcess,
+    namespace: str,
+    log_dir: Path,
+    label: str = "cleanup",
+) -> None:
+    """:func:`finalize_left` by a standalone operator started for it, for tests whose own
+    operators have stopped (or were never standalone)."""
+    cleaner = OperatorProcess(
+        namespace,
+        operator_env(sandbox.url, ZOMRO_CREATE_SETTLE_SECONDS=str(SETTLE_SECONDS)),
+        log_dir,
+        label=label,
+    )
+    try:
+        finalize_left(resources, names, sandbox, cleaner)
+    finally:
+        cleaner.stop()
+
+
 def apply_spec(
     kubectl: Callable[..., subprocess.CompletedProcess[str]],
     namespace: str,

@@ -16,18 +16,16 @@ from typing import Any
 import pytest
 from harness import (
     LEASE_DURATION,
-    SETTLE_SECONDS,
     Cluster,
     OperatorProcess,
     assert_no_secrets,
     check_invariants,
     create_many,
     elected_operators,
-    finalize_left,
+    finalize_with_an_operator_of_its_own,
     lease_holder,
     list_bodies,
     mass_spec,
-    operator_env,
     wait_all_ready,
     wait_for,
 )
@@ -51,16 +49,9 @@ def candidates(
     finally:
         for process in processes:
             process.stop()
-        cleaner = OperatorProcess(
-            cluster.namespace,
-            operator_env(sandbox.url, ZOMRO_CREATE_SETTLE_SECONDS=str(SETTLE_SECONDS)),
-            tmp_path,
-            label="cleanup",
+        finalize_with_an_operator_of_its_own(
+            cluster, list(list_bodies(cluster)), sandbox, cluster.namespace, tmp_path
         )
-        try:
-            finalize_left(cluster, list(list_bodies(cluster)), sandbox, cleaner)
-        finally:
-            cleaner.stop()
 
 
 def _leads(k8s_api: Any, cluster: Cluster, process: OperatorProcess, timeout: float = 60) -> float:

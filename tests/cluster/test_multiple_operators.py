@@ -24,7 +24,6 @@ from harness import (
     REPO,
     RIVAL_INSTANCE,
     SECOND_INSTANCE,
-    SETTLE_SECONDS,
     USERNAME,
     Cluster,
     OperatorProcess,
@@ -33,12 +32,11 @@ from harness import (
     create_many,
     delete_many,
     elected_operators,
-    finalize_left,
+    finalize_with_an_operator_of_its_own,
     lease_holder,
     list_bodies,
     lists_seen,
     mass_spec,
-    operator_env,
     temporary_namespace,
     wait_all_gone,
     wait_all_ready,
@@ -57,16 +55,14 @@ CHART = REPO / "helm" / "zomro-backup-operator"
 
 def _cleanup(cluster: Cluster, sandbox: SandboxProcess, log_dir: Path) -> None:
     """A standalone operator finalizes whatever a test left in the cluster's namespace."""
-    cleaner = OperatorProcess(
+    finalize_with_an_operator_of_its_own(
+        cluster,
+        list(list_bodies(cluster)),
+        sandbox,
         cluster.namespace,
-        operator_env(sandbox.url, ZOMRO_CREATE_SETTLE_SECONDS=str(SETTLE_SECONDS)),
         log_dir,
         label=f"cleanup-{cluster.namespace}",
     )
-    try:
-        finalize_left(cluster, list(list_bodies(cluster)), sandbox, cleaner)
-    finally:
-        cleaner.stop()
 
 
 def _leading(k8s_api: Any, process: OperatorProcess, lease_namespace: str, lease: str) -> None:
@@ -406,13 +402,6 @@ def test_two_leading_operators_on_one_namespace_take_one_image_per_backup(
     finally:
         for process in processes:
             process.stop()
-        cleaner = OperatorProcess(
-            cluster.namespace,
-            operator_env(sandbox.url, ZOMRO_CREATE_SETTLE_SECONDS=str(SETTLE_SECONDS)),
-            tmp_path,
-            label="cleanup-backups",
+        finalize_with_an_operator_of_its_own(
+            backups, backups.names(), sandbox, cluster.namespace, tmp_path, "cleanup-backups"
         )
-        try:
-            finalize_left(backups, backups.names(), sandbox, cleaner)
-        finally:
-            cleaner.stop()
