@@ -13,6 +13,7 @@ from zomro_backup_operator.backup_handlers import register_backup_kinds
 from zomro_backup_operator.claims import ClaimKey, index_entry
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.instance_loops import InstanceLoops, Tracked
+from zomro_backup_operator.kube_session import bounded_session
 from zomro_backup_operator.resources import FINALIZER, GROUP, PLURAL, VERSION
 from zomro_backup_operator.settings import Settings
 
@@ -21,9 +22,12 @@ def register(
     registry: kopf.OperatorRegistry,
     config: Settings,
     may_write: Callable[[], bool] | None = None,
+    *,
+    kube_connections: int | None = None,
 ) -> None:
     """Register every handler; the drift check's period and the runtime come from ``config``;
-    ``may_write`` fences every Zomro and status write (leader election)."""
+    ``may_write`` fences every Zomro and status write (leader election); ``kube_connections``
+    bounds kopf's pool of API-server connections (None: kopf's own, unbounded)."""
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry, id="start")
@@ -42,9 +46,11 @@ def register(
         memo.loops = InstanceLoops(memo.runtime)
 
     @kopf.on.login(registry=registry, id="login")
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In-cluster service account, else the current kubeconfig, as the official client sees it.
-        return kopf.login_via_client(**kwargs)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
+        # In-cluster service account, else the current kubeconfig, as the official client sees
+        # it; through a pool of at most ``kube_connections`` (kube_session.py).
+        info = kopf.login_via_client(**kwargs)
+        return None if info is None else bounded_session(info, kube_connections)
 
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: kopf.Memo, **_: Any) -> None:

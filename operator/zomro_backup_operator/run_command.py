@@ -15,6 +15,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 import kopf
 
 from zomro_backup_operator import handlers, kube, metrics
+from zomro_backup_operator.kube_session import connection_limit
 from zomro_backup_operator.leader_election import Leadership, TimedLeaseApi
 from zomro_backup_operator.probes import Probes
 from zomro_backup_operator.settings import Settings, SettingsError
@@ -51,7 +52,12 @@ def run(
         lease_api = TimedLeaseApi(kube.load_client(), settings.lease_renew_deadline_seconds / 2)
         leadership = Leadership(settings, identity, lease_api)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, settings, leadership.may_write if leadership else None)
+    handlers.register(
+        registry,
+        settings,
+        leadership.may_write if leadership else None,
+        kube_connections=connection_limit(namespaces, settings.kube_connections),
+    )
     metrics.serve(settings.metrics_port)
     try:
         with contextlib.suppress(asyncio.CancelledError):

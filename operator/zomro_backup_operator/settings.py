@@ -41,6 +41,9 @@ class Settings:
     resync_seconds: float = 300.0
     max_requests_per_second: float = 5.0
     max_in_flight: int = 1
+    kube_connections: int = 32
+    """HTTP connections kopf may hold to the API server for its requests, besides one for each
+    watch stream (each TLS connection costs 256 KiB of buffer; kopf's own pool is unbounded)."""
     timeout_seconds: float = 30.0
     create_settle_seconds: float = 120.0
     """After a create whose answer was lost, how long it may take to show up in a listing."""
@@ -88,6 +91,9 @@ class Settings:
                 env, "ZOMRO_MAX_REQUESTS_PER_SECOND", 5.0, minimum=0.01
             ),
             max_in_flight=int(_number(env, "ZOMRO_MAX_IN_FLIGHT", 1, minimum=1, integer=True)),
+            kube_connections=int(
+                _number(env, "ZOMRO_KUBE_CONNECTIONS", 32, minimum=1, integer=True)
+            ),
             timeout_seconds=timeout,
             create_settle_seconds=_number(
                 env, "ZOMRO_CREATE_SETTLE_SECONDS", max(120.0, timeout), minimum=timeout
