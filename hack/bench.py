@@ -143,6 +143,10 @@ class Seen:
     """Resources whose backups the operator has checked once (BackupsHealthy in status)."""
     events: list[tuple[float, str, str, str]] = field(default_factory=list)
     """(time, type, name, resourceVersion) of every event."""
+    changed: list[tuple[float, frozenset[str]]] = field(default_factory=list)
+    """(time, what changed) of every MODIFIED event: status fields by name, else "metadata"."""
+    last: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each resource's body at its last event."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     listed: threading.Event = field(default_factory=threading.Event)
     """Set once the watch has its starting resourceVersion."""
@@ -150,6 +154,12 @@ class Seen:
     def count(self, kind: str, since: float, until: float = float("inf")) -> int:
         with self.lock:
             return sum(1 for t, k, _, _ in self.events if k == kind and since <= t < until)
+
+    def changes(self, since: float, until: float = float("inf")) -> dict[str, int]:
+        """What the MODIFIED events in the window changed: how many changed each field."""
+        with self.lock:
+            counted = Counter(f for t, fields in self.changed if since <= t < until for f in fields)
+        return dict(counted)
 
     def last_event(self) -> float:
         with self.lock:
@@ -182,6 +192,10 @@ def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threa
                 version = body["metadata"]["resourceVersion"]
                 with seen.lock:
                     seen.events.append((now, kind, name, version))
+                    before = seen.last.get(name)
+                    if kind == "MODIFIED" and before is not None:
+                        seen.changed.append((now, what_changed(before, body)))
+                    seen.last[name] = body
                     if (
                         kind != "DELETED"
                         and name not in seen.ready_at
@@ -206,6 +220,20 @@ def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threa
             time.sleep(0.5)
         finally:
             stream.stop()  # type: ignore[no-untyped-call]
+
+
+def what_changed(before: dict[str, Any], after: dict[str, Any]) -> frozenset[str]:
+    """The status fields that differ between two versions of a resource, or "metadata" (the
+    finalizer, kopf's annotations) or "spec" when those do."""
+    old, new = before.get("status") or {}, after.get("status") or {}
+    fields = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    for part in ("spec", "metadata"):
+        strip = ("resourceVersion", "managedFields", "generation")
+        a = {k: v for k, v in (before.get(part) or {}).items() if k not in strip}
+        b = {k: v for k, v in (after.get(part) or {}).items() if k not in strip}
+        if a != b:
+            fields.add(part)
+    return frozenset(fields)
 
 
 def _list(custom: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
@@ -466,6 +494,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "zomro_calls_by_func": funcs(restart_requests),
                 "schedule_lists_per_instance": round(restart_lists / args.instances, 2),
                 "api_writes": seen.count("MODIFIED", restart_start),
+                "api_writes_changed": seen.changes(restart_start),
                 "memory_kb": memory_kb(operator.pid),
             }
             say(f"all confirmed {restart['all_confirmed_seconds']:.1f}s after the restart")
@@ -537,6 +566,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "zomro_calls_by_func": funcs(idle_requests),
                 "zomro_failures": failures(idle_requests),
                 "api_writes": idle_writes,
+                "api_writes_changed": seen.changes(idle_start, idle_end),
             },
             "delete": {
                 "all_gone_seconds": round(delete_all, 2),
