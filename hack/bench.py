@@ -155,6 +155,26 @@ class Seen:
         with self.lock:
             return sum(1 for t, k, _, _ in self.events if k == kind and since <= t < until)
 
+    def record(self, now: float, kind: str, body: dict[str, Any]) -> None:
+        """One watch event (or, as LISTED, a resource as a list after a gap shows it)."""
+        name = body["metadata"]["name"]
+        with self.lock:
+            self.events.append((now, kind, name, body["metadata"]["resourceVersion"]))
+            before = self.last.get(name)
+            if kind in ("MODIFIED", "LISTED") and before is not None:
+                changed = what_changed(before, body)
+                if changed:
+                    self.changed.append((now, changed))
+            self.last[name] = body
+            if kind == "DELETED":
+                self.gone_at.setdefault(name, now)
+                return
+            if name not in self.ready_at and ready_at_generation(body):
+                self.ready_at[name] = now
+            conditions = (body.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "BackupsHealthy" for c in conditions):
+                self.checked.add(name)
+
     def changes(self, since: float, until: float = float("inf")) -> dict[str, int]:
         """What the MODIFIED events in the window changed: how many changed each field."""
         with self.lock:
@@ -183,43 +203,38 @@ def watch_forever(api: client.ApiClient, namespace: str, seen: Seen, stop: threa
                 timeout_seconds=30,
                 allow_watch_bookmarks=False,
             ):
-                now = time.monotonic()
                 body = event["object"]
-                kind = event["type"]
-                if kind == "ERROR":
+                if event["type"] == "ERROR":
                     raise ApiException(status=body.get("code", 0), reason=body.get("message"))
-                name = body["metadata"]["name"]
                 version = body["metadata"]["resourceVersion"]
-                with seen.lock:
-                    seen.events.append((now, kind, name, version))
-                    before = seen.last.get(name)
-                    if kind == "MODIFIED" and before is not None:
-                        seen.changed.append((now, what_changed(before, body)))
-                    seen.last[name] = body
-                    if (
-                        kind != "DELETED"
-                        and name not in seen.ready_at
-                        and ready_at_generation(body)
-                    ):
-                        seen.ready_at[name] = now
-                    if kind == "DELETED":
-                        seen.gone_at[name] = now
-                    elif any(
-                        c.get("type") == "BackupsHealthy"
-                        for c in (body.get("status") or {}).get("conditions") or []
-                    ):
-                        seen.checked.add(name)
+                seen.record(time.monotonic(), event["type"], body)
                 if stop.is_set():
                     break
         except ApiException as exc:
-            if exc.status == 410:  # too old: start again from now (the gap is not counted)
-                version = _list(custom, namespace)["metadata"]["resourceVersion"]
+            if exc.status == 410:  # too old (10 000 resources outrun the watch cache): list again
+                version = relist(custom, namespace, seen)
             else:
                 time.sleep(0.5)
         except Exception:  # a dropped stream: resume from the last version
             time.sleep(0.5)
         finally:
             stream.stop()  # type: ignore[no-untyped-call]
+
+
+def relist(custom: client.CustomObjectsApi, namespace: str, seen: Seen) -> str:
+    """After a gap in the watch: what the list shows counts as seen now (a Ready that fell in
+    the gap is counted late, by the time of the list), and those gone as deleted now."""
+    listed = _list(custom, namespace)
+    now = time.monotonic()
+    names = set()
+    for body in listed["items"]:
+        names.add(body["metadata"]["name"])
+        seen.record(now, "LISTED", body)
+    with seen.lock:
+        gone = [name for name in seen.last if name not in names and name not in seen.gone_at]
+    for name in gone:
+        seen.record(now, "DELETED", {"metadata": {"name": name, "resourceVersion": ""}})
+    return str(listed["metadata"]["resourceVersion"])
 
 
 def what_changed(before: dict[str, Any], after: dict[str, Any]) -> frozenset[str]:
