@@ -42,10 +42,6 @@ def register(
         # looks again: by default after 60 s, which once held a fifth of a mass deletion of
         # BackupSchedules for a minute (hack/bench).
         settings.background.cancellation_polling = 2.0
-        # Each resource being handled holds kopf's worker, its body and the handler's frames
-        # (about 60 KB) while its create waits at the rate limit: a mass apply of 10 000 held
-        # them all at once (669 MB). Beyond the bound only the resource's raw event waits.
-        settings.queueing.worker_limit = config.max_workers or None
         memo.runtime = runtime.Runtime.build(config, may_write=may_write)
         memo.loops = InstanceLoops(memo.runtime)
 

@@ -41,9 +41,6 @@ class Settings:
     resync_seconds: float = 300.0
     max_requests_per_second: float = 5.0
     max_in_flight: int = 1
-    max_workers: int = 2000
-    """Resources kopf handles at once (0: no bound). A resource whose create waits for its turn
-    at Zomro holds its handler, about 60 KB, until the create's listing tells its id."""
     kube_connections: int = 32
     """HTTP connections kopf may hold to the API server for its requests, besides one for each
     watch stream (each TLS connection costs 256 KiB of buffer; kopf's own pool is unbounded)."""
@@ -94,7 +91,6 @@ class Settings:
                 env, "ZOMRO_MAX_REQUESTS_PER_SECOND", 5.0, minimum=0.01
             ),
             max_in_flight=int(_number(env, "ZOMRO_MAX_IN_FLIGHT", 1, minimum=1, integer=True)),
-            max_workers=int(_number(env, "ZOMRO_MAX_WORKERS", 2000, minimum=0, integer=True)),
             kube_connections=int(
                 _number(env, "ZOMRO_KUBE_CONNECTIONS", 32, minimum=1, integer=True)
             ),

@@ -16,12 +16,6 @@ def test_the_bound_is_one_stream_per_kind_and_namespace_plus_the_requests() -> N
     assert Settings.from_env({}).kube_connections == 32
 
 
-def test_kopf_handles_at_most_max_workers_resources_at_once_by_default_2000() -> None:
-    assert Settings.from_env({}).max_workers == 2000
-    assert Settings.from_env({"ZOMRO_MAX_WORKERS": "50"}).max_workers == 50
-    assert Settings.from_env({"ZOMRO_MAX_WORKERS": "0"}).max_workers == 0  # no bound
-
-
 @pytest.mark.parametrize("pattern", ["team-*", "team-?", "team-[ab]", "!kube-system"])
 def test_namespace_patterns_leave_the_pool_unbounded(pattern: str) -> None:
     # How many namespaces, and so watch streams, a pattern matches is only known later: a bound
