@@ -272,6 +272,7 @@ class InstanceLoops:
             await work(self._rt, res, deleting=False)
             patch = dict(res.patch.get("status") or {})
             if patch:
+                logger.debug("%s of %s writes status %s", what, res.key, sorted(patch))
                 await asyncio.to_thread(
                     self._rt.kube.patch_status,
                     res.namespace,
