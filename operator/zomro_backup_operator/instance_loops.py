@@ -202,9 +202,10 @@ class InstanceLoops:
         # The first passes after a random 0.5-1 period, so that the instances spread the load.
         drift_due = self._monotonic() + period * self._spread(0.5, 1.0)
         backups_due = self._monotonic() + check_period * self._spread(0.5, 1.0)
+        conversions: dict[str, _Conversion] = {}
         try:
             while members := self.members(instance_id):
-                changes = {m.uid: changes_at(rt, m) for m in members}
+                changes = _next_changes(rt, members, conversions)
                 soonest = min((at for at in changes.values() if at is not None), default=None)
                 due = min(drift_due, backups_due) - self._monotonic()
                 nudge.clear()
@@ -313,6 +314,38 @@ async def sleep_until_next_pass(
     due = clock.now() + dt.timedelta(seconds=period)
     await clock.sleep_until(min(due, changes_at) if changes_at is not None else due, nap)
     return stop
+
+
+@dataclass(frozen=True)
+class _Conversion:
+    """A resource's ``changes_at`` and what it was computed from."""
+
+    key: tuple[int, bool]
+    """The resource's generation and whether it was being deleted."""
+    since: dt.datetime
+    """The operator's clock when it was computed."""
+    changes_at: dt.datetime | None
+
+
+def _next_changes(
+    rt: Runtime, members: Iterable[Tracked], known: dict[str, _Conversion]
+) -> dict[str, dt.datetime | None]:
+    """Each member's :func:`changes_at` by uid. A conversion (a scan of up to a year of runs)
+    is computed again only when the spec changed, the instant has passed, the clock went back,
+    or a day has passed when none was found: every nudge of the loop (each handler call of one
+    of its resources) used to compute it again for every resource. ``known`` is updated."""
+    wall = rt.clock.now()
+    fresh: dict[str, _Conversion] = {}
+    for member in members:
+        key = (member.generation, member.deleting)
+        seen = known.get(member.uid)
+        until = seen.changes_at or seen.since + dt.timedelta(days=1) if seen is not None else wall
+        if seen is None or seen.key != key or not seen.since <= wall < until:
+            seen = _Conversion(key, wall, changes_at(rt, member))
+        fresh[member.uid] = seen
+    known.clear()
+    known.update(fresh)
+    return {uid: conversion.changes_at for uid, conversion in fresh.items()}
 
 
 def changes_at(rt: Runtime, member: Tracked) -> dt.datetime | None:

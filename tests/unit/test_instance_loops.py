@@ -357,6 +357,50 @@ async def test_a_nudge_ends_the_wait(world: World) -> None:
     )
 
 
+async def test_a_loop_converts_each_resource_once_until_its_spec_or_the_instant_changes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    converted: list[str] = []
+    real = instance_loops.changes_at
+
+    def counting(rt: Any, member: Tracked) -> dt.datetime | None:
+        converted.append(member.name)
+        return real(rt, member)
+
+    monkeypatch.setattr(instance_loops, "changes_at", counting)
+    index = Index({INSTANCE: [world.tracked(spec=ZONED, name="a"), world.tracked(name="b")]})
+    run = Run(world, index, 3 * 300.0 + 10)
+    for _ in range(5):  # five handler calls nudge the loop before it sleeps on
+        run.loops.watch({"instanceId": INSTANCE}, index, {})
+    await run.until_done(INSTANCE)
+
+    assert sorted(converted) == ["a", "b"]  # three passes and five nudges: once each
+
+
+def test_a_conversion_is_made_again_when_the_spec_the_instant_or_the_clock_says_so(
+    world: World,
+) -> None:
+    known: dict[str, Any] = {}
+    zoned = world.tracked(spec=ZONED)
+    first = instance_loops._next_changes(world.rt, [zoned], known)[zoned.uid]
+    assert first is not None
+    kept = known[zoned.uid]
+
+    instance_loops._next_changes(world.rt, [zoned], known)
+    assert known[zoned.uid] is kept  # nothing changed: not converted again
+    for moved, member in (
+        (dt.timedelta(), replace(zoned, generation=2)),  # a new spec
+        (first - world.now, zoned),  # the instant has come
+        (-dt.timedelta(days=30), zoned),  # the clock went back
+    ):
+        world.now += moved
+        before = known[member.uid]
+        instance_loops._next_changes(world.rt, [member], known)
+        assert known[member.uid] is not before
+    instance_loops._next_changes(world.rt, [], known)
+    assert known == {}  # resources gone from the instance are forgotten
+
+
 def test_the_transition_a_loop_waits_for_is_the_one_the_conversion_gives(world: World) -> None:
     held = provider_schedule(
         frozenset({Weekday.MONDAY}),
