@@ -8,9 +8,10 @@ from typing import Any
 
 import kopf
 
-from zomro_backup_operator import handling, instance_loops, runtime
+from zomro_backup_operator import create_answers, handling, instance_loops, runtime
 from zomro_backup_operator.backup_handlers import register_backup_kinds
 from zomro_backup_operator.claims import ClaimKey, index_entry
+from zomro_backup_operator.create_answers import CreateAnswers
 from zomro_backup_operator.handling import HandlerCall
 from zomro_backup_operator.instance_loops import InstanceLoops, Tracked
 from zomro_backup_operator.kube_session import bounded_session
@@ -44,6 +45,7 @@ def register(
         settings.background.cancellation_polling = 2.0
         memo.runtime = runtime.Runtime.build(config, may_write=may_write)
         memo.loops = InstanceLoops(memo.runtime)
+        memo.answers = CreateAnswers(memo.runtime, memo.loops.latest_call)
 
     @kopf.on.login(registry=registry, id="login")
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
@@ -55,6 +57,7 @@ def register(
     @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(memo: kopf.Memo, **_: Any) -> None:
         await instance_loops.of(memo).aclose()
+        await create_answers.of(memo).aclose()
         await runtime.of(memo).clients.aclose()
 
     @kopf.index(*resource, registry=registry, id="claims")
@@ -73,7 +76,8 @@ def register(
     async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
         # The drift and backup checks of the resource's instance run in the instance's loop.
         instance_loops.of(memo).watch(kwargs["spec"], kwargs["by_instance"], kwargs["claims"])
-        await handling.ensure(runtime.of(memo), HandlerCall.from_kopf(kwargs, "claims"), retry)
+        call = HandlerCall.from_kopf(kwargs, "claims")
+        await handling.ensure(runtime.of(memo), call, retry, create_answers.of(memo).hand_over)
 
     @kopf.on.delete(*resource, registry=registry, id="delete")
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Self, cast
 
 import kopf
 
@@ -59,18 +59,38 @@ class ResourceCall:
         """The view of a kopf handler's keyword arguments; ``index``: the kind's claims index."""
         meta = kwargs["meta"]
         return cls(
-            body=kwargs["body"],
+            body=reference(kwargs["body"]),
             uid=kwargs["uid"],
             namespace=kwargs["namespace"],
             name=kwargs["name"],
             generation=int(meta.get("generation") or 0),
-            spec=kwargs["spec"],
+            spec=dict(kwargs["spec"]),
             status=dict(kwargs["status"]),
             patch=kwargs["patch"],
             claims_index=kwargs[index],
             annotations=dict(meta.get("annotations") or {}),
             resource_version=meta.get("resourceVersion"),
         )
+
+
+def reference(body: Mapping[str, Any]) -> kopf.Body:
+    """What an Event needs of a resource (kopf.event), and nothing more: a call that outlives its
+    handler (a create's answer, handed over) must not keep the whole body in memory."""
+    meta = body.get("metadata") or {}
+    return kopf.Body(
+        cast(
+            kopf.RawBody,
+            {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "metadata": {key: meta.get(key) for key in ("namespace", "name", "uid")},
+            },
+        )
+    )
+
+
+HandOver = Callable[["Answer"], None]
+"""Takes a create's answer over from a handler that ends before it came (create_answers.py)."""
 
 
 @dataclass
@@ -116,8 +136,13 @@ async def connect(
     )
 
 
-async def ensure(rt: Runtime, res: HandlerCall, retry: int) -> None:
-    """create/update/resume: bring Zomro to the spec, or say in status why not (and retry)."""
+async def ensure(
+    rt: Runtime, res: HandlerCall, retry: int, hand_over: HandOver | None = None
+) -> None:
+    """create/update/resume: bring Zomro to the spec, or say in status why not (and retry).
+
+    A create's answer is waited for at most ZOMRO_CREATE_WAIT_SECONDS when ``hand_over`` is
+    given: then the answer is handed over to it, and the handler ends without writing it."""
     try:
         desired = res.desired(rt)
         observed = res.observed()
@@ -130,14 +155,63 @@ async def ensure(rt: Runtime, res: HandlerCall, retry: int) -> None:
             _fail(rt, res, exc, retry, failure=classify(exc).holding("suspension"))
         return
     try:
-        outcome = await _ensure(rt, res, desired, max_age=rt.settings.resync_seconds)
+        async with contextlib.AsyncExitStack() as stack:
+            remote = await connect(
+                rt, res, desired, deleting=False, max_age=rt.settings.resync_seconds, stack=stack
+            )
+            step = await _begin(rt, res, desired, remote)
+            if isinstance(step, reconcile.Creating):
+                wait = None if hand_over is None else rt.settings.create_wait_seconds
+                if not await _answered(step, wait):
+                    assert hand_over is not None
+                    # The answer's outcome goes to status from the hand-over, not kopf's patch.
+                    res.patch = kopf.Patch()
+                    hand_over(Answer(res, desired, observed, step, retry, stack.pop_all()))
+                    return
     except StatusChangedError as exc:
         # Decided on a status that has changed since (another operator recorded its create):
         # the status is no longer ours to write; look again at the new one.
         raise classify(exc).to_kopf(retry) from exc
     except Exception as exc:
         _fail(rt, res, exc, retry)
-    _succeed(rt, res, desired, outcome, drift=False, shifted=_shifted(desired, observed, outcome))
+    await conclude(rt, Answer(res, desired, observed, step, retry))
+
+
+@dataclass
+class Answer:
+    """A create handler's state while Zomro's answer to its create is awaited; ``step`` is the
+    create (or, once there is no create to wait for, its outcome)."""
+
+    res: HandlerCall
+    desired: Desired
+    observed: Observed
+    step: Outcome | reconcile.Creating
+    retry: int
+    lease: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    """What keeps the resource's Zomro client open until the answer has come."""
+
+
+async def conclude(rt: Runtime, answer: Answer) -> None:
+    """The end of ``ensure``: the outcome into the call's patch, with its Event; or the failure,
+    raised as kopf's error (whose delay says when to try again)."""
+    res, step = answer.res, answer.step
+    try:
+        outcome = await step.finish() if isinstance(step, reconcile.Creating) else step
+    except StatusChangedError as exc:
+        raise classify(exc).to_kopf(answer.retry) from exc
+    except Exception as exc:
+        _fail(rt, res, exc, answer.retry)
+    shifted = _shifted(answer.desired, answer.observed, outcome)
+    _succeed(rt, res, answer.desired, outcome, drift=False, shifted=shifted)
+
+
+async def _answered(step: reconcile.Creating, wait: float | None) -> bool:
+    """Waits at most ``wait`` seconds (None: for as long as it takes) for Zomro's answer to the
+    create; True when it came."""
+    created = asyncio.ensure_future(step.queued.created)
+    if wait is None or wait > 0:
+        await asyncio.wait([created], timeout=wait)
+    return created.done()
 
 
 async def resync(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:
@@ -267,10 +341,13 @@ async def remove(rt: Runtime, res: HandlerCall, retry: int) -> None:
 async def _ensure(rt: Runtime, res: HandlerCall, desired: Desired, *, max_age: float) -> Outcome:
     async with contextlib.AsyncExitStack() as stack:
         remote = await connect(rt, res, desired, deleting=False, max_age=max_age, stack=stack)
-        return await _ensure_with(rt, res, desired, remote)
+        step = await _begin(rt, res, desired, remote)
+        return step if isinstance(step, Outcome) else await step.finish()
 
 
-async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: Remote) -> Outcome:
+async def _begin(
+    rt: Runtime, res: HandlerCall, desired: Desired, remote: Remote
+) -> Outcome | reconcile.Creating:
 
     async def record_pending(pending: PendingCreate | None) -> None:
         if pending is None:  # the create was refused: written with the handler's own patch
@@ -302,11 +379,11 @@ async def _ensure_with(rt: Runtime, res: HandlerCall, desired: Desired, remote: 
         res.status = {**res.status, **patch}
 
     try:
-        return await reconcile.ensure(desired, res.observed(), remote, record_pending)
+        return await reconcile.begin(desired, res.observed(), remote, record_pending)
     except NotFoundError:
         # Our listing was older than a removal behind our back: look again, once.
         fresh = replace(remote, max_age=0.0)
-        return await reconcile.ensure(desired, res.observed(), fresh, record_pending)
+        return await reconcile.begin(desired, res.observed(), fresh, record_pending)
 
 
 def _succeed(
@@ -328,7 +405,8 @@ def _succeed(
         now=_now(rt),
     )
     res.patch.status.update(patch)
-    rt.ready.set(res.key, True)
+    if res.uid not in rt.deleted:  # an answer handed over may come after the deletion
+        rt.ready.set(res.key, True)
     metrics.RECONCILES.labels(result=outcome.action.value).inc()
     event = events.for_outcome(outcome, desired.instance_id, drift=drift, shifted=shifted)
     if event is not None:

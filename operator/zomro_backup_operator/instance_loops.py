@@ -249,10 +249,20 @@ class InstanceLoops:
     def _latest(self, member: Tracked) -> Tracked | None:
         """The resource as the index holds it now (a pass's list may be seconds old); None once
         it is gone or its deletion has begun."""
-        if member.uid in self._held:
+        return self._find(str(member.spec.get("instanceId")), member.uid)
+
+    def latest_call(self, res: HandlerCall) -> HandlerCall | None:
+        """A handler's view of the resource as the index holds it now (create_answers.py); None
+        once it is gone, its deletion has begun, or its spec changed (kopf's handlers see to it)."""
+        now = self._find(str(res.spec.get("instanceId")), res.uid)
+        return (
+            now.call(self._claims) if now is not None and now.generation == res.generation else None
+        )
+
+    def _find(self, instance_id: str, uid: str) -> Tracked | None:
+        if uid in self._held:
             return None
-        instance_id = member.spec.get("instanceId")
-        now = next((m for m in self._index.get(str(instance_id), ()) if m.uid == member.uid), None)
+        now = next((m for m in self._index.get(instance_id, ()) if m.uid == uid), None)
         return None if now is None or now.deleting else now
 
     async def _one(

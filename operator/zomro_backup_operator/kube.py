@@ -51,20 +51,32 @@ class Kube:
         *,
         plural: str = PLURAL,
         resource_version: str | None = None,
+        uid: str | None = None,
     ) -> str:
         """Merge ``status`` into the resource's; returns its new resourceVersion. With
         ``resource_version``, only if the resource is still at that version (the API server's
-        optimistic concurrency), else StatusChangedError."""
+        optimistic concurrency), else StatusChangedError; with ``uid`` instead, only onto that
+        object, never onto one made since with its name (an ApiException, 422, then)."""
         if self._may_write is not None and not self._may_write():
             raise StatusWriteWithheldError(
                 f"status of {namespace}/{name} not written: this process may not write now"
             )
-        body: dict[str, Any] = {"status": dict(status)}
-        if resource_version is not None:
+        body: Any = {"status": dict(status)}
+        options: dict[str, Any] = {}
+        if uid is not None:
+            # The status subresource ignores metadata in a merge patch: a JSON patch's test is
+            # what refuses another object. Each field is replaced whole, as a merge patch of
+            # these fields does, and a null is pruned (no status field of the CRD is nullable).
+            body = [{"op": "test", "path": "/metadata/uid", "value": uid}] + [
+                {"op": "add", "path": f"/status/{_pointer(key)}", "value": value}
+                for key, value in status.items()
+            ]
+            options["_content_type"] = "application/json-patch+json"
+        elif resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
             written: Any = self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, body
+                GROUP, VERSION, namespace, plural, name, body, **options
             )
         except kubernetes.client.ApiException as exc:
             if exc.status == 409 and resource_version is not None:
@@ -74,6 +86,10 @@ class Kube:
                 ) from exc
             raise
         return str(written["metadata"]["resourceVersion"])
+
+
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def load_client() -> Any:

@@ -248,37 +248,65 @@ async def ensure(
     record the intent to create (in the resource's status) before it returns; a crash or a lost
     answer after the create is then healed by ``plan`` finding what it made.
     """
+    step = await begin(desired, observed, remote, record_pending)
+    return step if isinstance(step, Outcome) else await step.finish()
+
+
+async def begin(
+    desired: Desired,
+    observed: Observed,
+    remote: Remote,
+    record_pending: RecordPending,
+) -> Outcome | Creating:
+    """``ensure`` up to Zomro's answer to a create: the Outcome when no create was needed, else
+    the create queued (with its intent recorded), whose ``finish`` waits for the answer."""
     async with remote.slot.lock:
         step = await _ensure_locked(desired, observed, remote, record_pending)
     if isinstance(step, Outcome):
         return step
-    # The create was queued under the lock; wait for it outside, so that creates of other
-    # resources on this instance can join the same batch.
-    try:
-        created = await step.created
-    except (CreatedNotListedError, AmbiguousResultError) as exc:
-        # Zomro made it: it is never sent again; wait until a listing shows it.
-        remote.slot.accepted.add(desired.key)
-        await record_pending(step.pending.acknowledge())
-        raise CreatePendingError(
-            f"Zomro accepted the create of schedule {desired.schedule.name!r} on instance "
-            f"{desired.instance_id}; waiting until its listing shows it ({exc.message})"
-        ) from exc
-    except ZomroError as exc:
-        if not isinstance(exc, UnknownOutcomeError):
-            await record_pending(None)  # refused: nothing was made
-        else:  # nothing can be decided before the settle window ends: look again then
-            remaining = step.pending.settles_in(remote.clock(), remote.settle)
-            exc.retry_after = max(exc.retry_after or 0.0, remaining)
-        raise
-    if observed.schedule_id is not None:
-        remote.claims.release(desired.instance_id, observed.schedule_id, desired.key)
-    action = Action.RECREATED if step.recreate else Action.CREATED
-    return Outcome(action, created, previous_id=observed.schedule_id)
+    # The create was queued under the lock; its answer is waited for outside, so that creates
+    # of other resources on this instance can join the same batch.
+    return Creating(step, desired, observed, remote, record_pending)
 
 
 @dataclass(frozen=True)
-class _Creating:
+class Creating:
+    """A create queued at Zomro, its intent recorded: ``finish`` waits for Zomro's answer."""
+
+    queued: _Queued
+    desired: Desired
+    observed: Observed
+    remote: Remote
+    record_pending: RecordPending
+
+    async def finish(self) -> Outcome:
+        """The created schedule, once a listing has told its id; raises what the create met."""
+        desired, observed, remote, step = self.desired, self.observed, self.remote, self.queued
+        try:
+            created = await step.created
+        except (CreatedNotListedError, AmbiguousResultError) as exc:
+            # Zomro made it: it is never sent again; wait until a listing shows it.
+            remote.slot.accepted.add(desired.key)
+            await self.record_pending(step.pending.acknowledge())
+            raise CreatePendingError(
+                f"Zomro accepted the create of schedule {desired.schedule.name!r} on instance "
+                f"{desired.instance_id}; waiting until its listing shows it ({exc.message})"
+            ) from exc
+        except ZomroError as exc:
+            if not isinstance(exc, UnknownOutcomeError):
+                await self.record_pending(None)  # refused: nothing was made
+            else:  # nothing can be decided before the settle window ends: look again then
+                remaining = step.pending.settles_in(remote.clock(), remote.settle)
+                exc.retry_after = max(exc.retry_after or 0.0, remaining)
+            raise
+        if observed.schedule_id is not None:
+            remote.claims.release(desired.instance_id, observed.schedule_id, desired.key)
+        action = Action.RECREATED if step.recreate else Action.CREATED
+        return Outcome(action, created, previous_id=observed.schedule_id)
+
+
+@dataclass(frozen=True)
+class _Queued:
     created: Awaitable[Schedule]
     recreate: bool
     pending: PendingCreate
@@ -289,7 +317,7 @@ async def _ensure_locked(
     observed: Observed,
     remote: Remote,
     record_pending: RecordPending,
-) -> Outcome | _Creating:
+) -> Outcome | _Queued:
     instance_id = desired.instance_id
     max_age = remote.max_age
     if observed.pending is not None or desired.key in remote.slot.accepted:
@@ -346,7 +374,7 @@ async def _ensure_locked(
             lambda specs, more: remote.zomro.create_schedules(instance_id, specs, more),
             lambda schedule: _claim(remote, desired, schedule.id),
         )
-        return _Creating(created, decision.recreate, pending)
+        return _Queued(created, decision.recreate, pending)
 
     row = decision.row
     assert row is not None

@@ -47,6 +47,9 @@ class Settings:
     timeout_seconds: float = 30.0
     create_settle_seconds: float = 120.0
     """After a create whose answer was lost, how long it may take to show up in a listing."""
+    create_wait_seconds: float = 5.0
+    """How long a create's handler waits for Zomro's answer before handing it over (the
+    outcome is then written by the operator itself, create_answers.py)."""
     backup_check_seconds: float = 600.0
     """How often each instance's backups are listed (docs/backups.md)."""
     backup_grace_seconds: float = 10800.0
@@ -98,6 +101,7 @@ class Settings:
             create_settle_seconds=_number(
                 env, "ZOMRO_CREATE_SETTLE_SECONDS", max(120.0, timeout), minimum=timeout
             ),
+            create_wait_seconds=_number(env, "ZOMRO_CREATE_WAIT_SECONDS", 5.0, minimum=0.0),
             backup_check_seconds=_number(env, "ZOMRO_BACKUP_CHECK_SECONDS", 600.0, minimum=1.0),
             backup_grace_seconds=_number(env, "ZOMRO_BACKUP_GRACE_SECONDS", 10800.0, minimum=1.0),
             log_format=_choice(env, "ZOMRO_LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]

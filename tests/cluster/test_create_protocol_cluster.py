@@ -20,7 +20,9 @@ from harness import (
     wait_for,
     worst_wait,
 )
+from kubernetes.client.exceptions import ApiException
 
+from zomro_backup_operator.kube import Kube
 from zomro_backup_operator.sandbox.control import SandboxControl, SandboxProcess
 
 DAYS = ["Monday", "Wednesday", "Friday"]
@@ -74,6 +76,7 @@ def test_names_zomro_changes_and_late_listings_still_give_exactly_one_schedule_e
 def test_a_sigkill_while_a_create_waits_for_its_listing_leaves_exactly_one_schedule(
     lost: bool, cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
+    operator.restart_with(ZOMRO_CREATE_WAIT_SECONDS="0")  # the answer is handed over, then lost
     control = sandbox.control
     if lost:  # applied, the connection dropped, listed only within the settle window
         control.set_faults(late_create={"drop": True, "count": 1}, listing_delay=SETTLE_SECONDS / 2)
@@ -96,9 +99,13 @@ def test_a_sigkill_while_a_create_waits_for_its_listing_leaves_exactly_one_sched
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("wait", ["5", "0"], ids=["answers in the handler", "answers handed over"])
 def test_thirty_percent_server_errors_with_changed_names_and_late_listings_give_one_each(
-    cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
+    wait: str, cluster: Cluster, operator: OperatorProcess, sandbox: SandboxProcess
 ) -> None:
+    # With ZOMRO_CREATE_WAIT_SECONDS=0 every create's handler ends before Zomro's answer, and
+    # the operator writes the outcome and retries the failures itself (create_answers.py).
+    operator.restart_with(ZOMRO_CREATE_WAIT_SECONDS=wait)
     control = sandbox.control
     control.set_faults(error_rate=0.3, names={"case": "lower"}, listing_delay=3)
     names = [f"e{n}" for n in range(8)]
@@ -113,6 +120,33 @@ def test_thirty_percent_server_errors_with_changed_names_and_late_listings_give_
 
     assert any(r["outcome"].startswith("http:5") for r in control.requests())
     assert_one_schedule_each(cluster, control, names)
+
+
+def test_an_outcome_written_by_uid_never_lands_on_a_resource_made_since_with_that_name(
+    cluster: Cluster, k8s_api: Any
+) -> None:
+    # What a create's answer handed over relies on (create_answers.py), against the API server.
+    kube = Kube(k8s_api)
+    first = cluster.create("nightly", schedule_name="Nightly")
+    kube.patch_status(cluster.namespace, "nightly", {"scheduleName": "Nightly"})  # the intent
+    uid = first["metadata"]["uid"]
+
+    kube.patch_status(
+        cluster.namespace, "nightly", {"scheduleId": "1", "scheduleName": None}, uid=uid
+    )
+    status = (cluster.get("nightly") or {})["status"]
+    assert status["scheduleId"] == "1"
+    assert "scheduleName" not in status  # a null removes the field, as in a merge patch
+
+    cluster.delete("nightly")
+    wait_for("the first to go", lambda: cluster.get("nightly") is None, timeout=30)
+    cluster.create("nightly", schedule_name="Nightly")
+    kube.patch_status(cluster.namespace, "nightly", {"scheduleName": "Nightly"})
+    with pytest.raises(ApiException) as refused:
+        kube.patch_status(cluster.namespace, "nightly", {"scheduleId": "2"}, uid=uid)
+
+    assert refused.value.status == 422
+    assert (cluster.get("nightly") or {})["status"] == {"scheduleName": "Nightly"}
 
 
 def test_names_zomro_would_change_are_refused_at_admission(cluster: Cluster, kubectl: Any) -> None:

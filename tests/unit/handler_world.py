@@ -53,6 +53,8 @@ class FakeKube:
     status_writes: list[Mapping[str, Any]] = field(default_factory=list)
     versions: list[str | None] = field(default_factory=list)
     """The resourceVersion each status write was conditional on (None: unconditional)."""
+    uids: list[str | None] = field(default_factory=list)
+    """The uid each status write was made onto (None: whatever object has the name)."""
     current: str = "7"
     """The resource's resourceVersion at the API server."""
 
@@ -66,8 +68,10 @@ class FakeKube:
         status: Mapping[str, Any],
         *,
         resource_version: str | None = None,
+        uid: str | None = None,
     ) -> str:
         self.versions.append(resource_version)
+        self.uids.append(uid)
         if resource_version not in (None, self.current):
             raise StatusChangedError(f"{namespace}/{name} is no longer at {resource_version}")
         self.status_writes.append(dict(status))
