@@ -48,9 +48,15 @@ class CreateAnswers:
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
         self._context: contextvars.Context | None = None
+        self._awaiting: dict[str, int] = {}
+        """uid -> generation, for the answers awaited now (not for the retries after one)."""
 
-    def hand_over(self, answer: Answer) -> None:
+    def take(self, answer: Answer) -> None:
+        self._awaiting[answer.res.uid] = answer.res.generation
         self._spawn(self._complete(answer), answer.res.key)
+
+    def awaits(self, uid: str, generation: int) -> bool:
+        return self._awaiting.get(uid) == generation
 
     @property
     def pending(self) -> int:
@@ -75,8 +81,11 @@ class CreateAnswers:
         task.add_done_callback(self._tasks.discard)
 
     async def _complete(self, answer: Answer) -> None:
-        async with answer.lease:
-            delay = await self._written(answer.res, handling.conclude(self._rt, answer))
+        try:
+            async with answer.lease:
+                delay = await self._written(answer.res, handling.conclude(self._rt, answer))
+        finally:
+            self._awaiting.pop(answer.res.uid, None)
         retry = answer.retry
         res: HandlerCall | None = answer.res
         while delay is not None:
@@ -85,7 +94,7 @@ class CreateAnswers:
             res = self._latest(res) if res is not None else None
             if res is None:
                 return
-            again = handling.ensure(self._rt, res, retry, hand_over=self.hand_over)
+            again = handling.ensure(self._rt, res, retry, answers=self)
             delay = await self._written(res, again)
 
     async def _written(self, res: HandlerCall, work: Coroutine[Any, Any, None]) -> float | None:

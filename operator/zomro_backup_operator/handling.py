@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn, Self, cast
+from typing import Any, NoReturn, Protocol, Self, cast
 
 import kopf
 
@@ -89,8 +89,15 @@ def reference(body: Mapping[str, Any]) -> kopf.Body:
     )
 
 
-HandOver = Callable[["Answer"], None]
-"""Takes a create's answer over from a handler that ends before it came (create_answers.py)."""
+class Answers(Protocol):
+    """Where a handler that ends before Zomro's answer to its create hands it over
+    (create_answers.CreateAnswers)."""
+
+    def take(self, answer: Answer) -> None:
+        """Await the answer and write its outcome; the handler ends."""
+
+    def awaits(self, uid: str, generation: int) -> bool:
+        """True while an answer to a create of this resource at this generation is awaited."""
 
 
 @dataclass
@@ -136,12 +143,10 @@ async def connect(
     )
 
 
-async def ensure(
-    rt: Runtime, res: HandlerCall, retry: int, hand_over: HandOver | None = None
-) -> None:
+async def ensure(rt: Runtime, res: HandlerCall, retry: int, answers: Answers | None = None) -> None:
     """create/update/resume: bring Zomro to the spec, or say in status why not (and retry).
 
-    A create's answer is waited for at most ZOMRO_CREATE_WAIT_SECONDS when ``hand_over`` is
+    A create's answer is waited for at most ZOMRO_CREATE_WAIT_SECONDS when ``answers`` is
     given: then the answer is handed over to it, and the handler ends without writing it."""
     try:
         desired = res.desired(rt)
@@ -161,13 +166,21 @@ async def ensure(
             )
             step = await _begin(rt, res, desired, remote)
             if isinstance(step, reconcile.Creating):
-                wait = None if hand_over is None else rt.settings.create_wait_seconds
+                wait = None if answers is None else rt.settings.create_wait_seconds
                 if not await _answered(step, wait):
-                    assert hand_over is not None
+                    assert answers is not None
                     # The answer's outcome goes to status from the hand-over, not kopf's patch.
                     res.patch = kopf.Patch()
-                    hand_over(Answer(res, desired, observed, step, retry, stack.pop_all()))
+                    answers.take(Answer(res, desired, observed, step, retry, stack.pop_all()))
                     return
+    except reconcile.CreatePendingError as exc:
+        if answers is not None and answers.awaits(res.uid, res.generation):
+            # The handler ran again while its create's answer is awaited (kopf took a watch
+            # event older than its own last patch for a new resource, which happens when the
+            # watch lags more than kopf's 5 s of patience): the answer's outcome is written
+            # when it comes; a retry here would hold a kopf worker until then.
+            return
+        _fail(rt, res, exc, retry)
     except StatusChangedError as exc:
         # Decided on a status that has changed since (another operator recorded its create):
         # the status is no longer ours to write; look again at the new one.

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
+import pytest
 from handler_world import SPEC, World, status_after
 
 from zomro_backup_operator import handling
@@ -48,7 +49,7 @@ async def test_an_answer_that_outlasts_the_wait_reaches_status_and_the_event_aft
     res = world.resource()
     kopfs_patch = res.patch
 
-    await handling.ensure(world.rt, res, 0, answers.hand_over)
+    await handling.ensure(world.rt, res, 0, answers)
 
     assert dict(kopfs_patch) == {}  # the handler ended before the answer: nothing for kopf
     assert answers.pending == 1
@@ -69,7 +70,7 @@ async def test_an_answer_within_the_wait_goes_into_the_handlers_patch_as_before(
     answers = CreateAnswers(world.rt, lambda res: None)
     res = world.resource()
 
-    await handling.ensure(world.rt, res, 0, answers.hand_over)
+    await handling.ensure(world.rt, res, 0, answers)
 
     assert answers.pending == 0
     assert len(world.kube.status_writes) == 1  # the intent; the outcome is kopf's to write
@@ -94,7 +95,7 @@ async def test_a_refused_create_handed_over_is_retried_after_its_backoff_and_the
     answers = CreateAnswers(world.rt, current, sleep=sleeps)
     world.zomro.fail["create_schedules"] = OperationInProgressError("busy")
 
-    await handling.ensure(world.rt, world.resource(), 0, answers.hand_over)
+    await handling.ensure(world.rt, world.resource(), 0, answers)
     await _settled(answers)
 
     refused = world.kube.status_writes[1]
@@ -118,7 +119,7 @@ async def test_a_failed_create_is_not_retried_once_the_resource_changed_or_went(
     answers = CreateAnswers(world.rt, lambda res: None, sleep=sleeps)
     world.zomro.fail["create_schedules"] = OperationInProgressError("busy")
 
-    await handling.ensure(world.rt, world.resource(), 0, answers.hand_over)
+    await handling.ensure(world.rt, world.resource(), 0, answers)
     await _settled(answers)
 
     assert len(sleeps.seconds) == 1
@@ -146,7 +147,7 @@ async def test_an_outcome_whose_write_failed_is_decided_again_and_the_schedule_a
         return world.resource(world.kube.status_writes[0])
 
     answers = CreateAnswers(world.rt, current, sleep=sleeps)
-    await handling.ensure(world.rt, world.resource(), 0, answers.hand_over)
+    await handling.ensure(world.rt, world.resource(), 0, answers)
     await _settled(answers)
 
     assert sleeps.seconds == [5.0]
@@ -192,3 +193,35 @@ def test_a_handlers_view_keeps_no_reference_to_kopfs_body() -> None:
     assert type(res.spec) is dict
     assert res.spec == SPEC
     assert status_after(res) == {}
+
+
+async def test_the_handler_run_again_while_its_answer_is_awaited_ends_without_a_retry(
+    world: World,
+) -> None:
+    # kopf runs a new resource's handler again on a watch event older than its own last patch
+    # when the watch lags: that run must not hold a kopf worker in retries until the answer.
+    _never_waiting(world)
+    answers = CreateAnswers(world.rt, lambda res: None)
+    await handling.ensure(world.rt, world.resource(), 0, answers)
+    again = world.resource(world.kube.status_writes[0])
+
+    await handling.ensure(world.rt, again, 0, answers)
+
+    assert dict(again.patch) == {}
+    await _settled(answers)
+    assert world.zomro.batches == [["nightly"]]
+    assert [reason for _, reason, _ in world.events] == ["Created"]
+    assert not answers.awaits("uid-1", 1)
+
+
+async def test_a_run_for_a_newer_generation_waits_for_the_older_create_with_kopfs_retry(
+    world: World,
+) -> None:
+    _never_waiting(world)
+    answers = CreateAnswers(world.rt, lambda res: None)
+    await handling.ensure(world.rt, world.resource(), 0, answers)
+    changed = world.resource(world.kube.status_writes[0], generation=2)
+
+    with pytest.raises(kopf.TemporaryError, match="Creating"):
+        await handling.ensure(world.rt, changed, 0, answers)
+    await _settled(answers)
