@@ -1,4 +1,4 @@
-"""Creates whose answer outlasts their handler.
+"""Creates whose answer outlasts their handler, and handler calls that wait their turn.
 
 Zomro's answer to a create is the listing after it, which tells the new schedule's id; with
 many creates queued on one credential set it comes after all of them (each instance's batch
@@ -8,6 +8,10 @@ the body, the cause, the patch), which a mass apply of 10 000 held until the las
 (docs/performance.md). Here the answer's outcome is written to status as the handler would have
 (``handling.conclude``: the id, Ready, the Event), and a failure is retried after its backoff,
 through ``handling.ensure`` as kopf would, with the status it writes put there by this module.
+
+A handler whose instance has another decision under way (a mass apply: every resource of the
+instance waits for the instance's lock, and for its intent write) is deferred here too: the
+same call runs in the background, in its turn, and the handler ends at once.
 
 A retry stops once the resource is gone, being deleted, or has a newer generation: kopf's
 handlers own it then. The intent written before the create (status.pendingCreate) keeps all of
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -48,15 +53,20 @@ class CreateAnswers:
         self._sleep = sleep
         self._tasks: set[asyncio.Task[None]] = set()
         self._context: contextvars.Context | None = None
-        self._awaiting: dict[str, int] = {}
-        """uid -> generation, for the answers awaited now (not for the retries after one)."""
+        self._held: Counter[tuple[str, int]] = Counter()
+        """(uid, generation) of the answers awaited and the calls deferred now (not counting
+        the retries after them)."""
 
     def take(self, answer: Answer) -> None:
-        self._awaiting[answer.res.uid] = answer.res.generation
+        self._hold(answer.res)
         self._spawn(self._complete(answer), answer.res.key)
 
+    def defer(self, res: HandlerCall, retry: int) -> None:
+        self._hold(res)
+        self._spawn(self._deferred(res, retry), res.key)
+
     def awaits(self, uid: str, generation: int) -> bool:
-        return self._awaiting.get(uid) == generation
+        return self._held[uid, generation] > 0
 
     @property
     def pending(self) -> int:
@@ -80,22 +90,38 @@ class CreateAnswers:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _hold(self, res: HandlerCall) -> None:
+        self._held[res.uid, res.generation] += 1
+
+    def _release(self, res: HandlerCall) -> None:
+        self._held[res.uid, res.generation] -= 1
+        if self._held[res.uid, res.generation] <= 0:
+            del self._held[res.uid, res.generation]
+
     async def _complete(self, answer: Answer) -> None:
         try:
             async with answer.lease:
                 delay = await self._written(answer.res, handling.conclude(self._rt, answer))
         finally:
-            self._awaiting.pop(answer.res.uid, None)
-        retry = answer.retry
-        res: HandlerCall | None = answer.res
+            self._release(answer.res)
+        await self._retried(answer.res, answer.retry, delay)
+
+    async def _deferred(self, res: HandlerCall, retry: int) -> None:
+        try:
+            delay = await self._written(res, handling.ensure(self._rt, res, retry, answers=self))
+        finally:
+            self._release(res)
+        await self._retried(res, retry, delay)
+
+    async def _retried(self, first: HandlerCall, retry: int, delay: float | None) -> None:
+        res: HandlerCall | None = first
         while delay is not None:
             await self._sleep(delay)
             retry += 1
             res = self._latest(res) if res is not None else None
             if res is None:
                 return
-            again = handling.ensure(self._rt, res, retry, answers=self)
-            delay = await self._written(res, again)
+            delay = await self._written(res, handling.ensure(self._rt, res, retry, answers=self))
 
     async def _written(self, res: HandlerCall, work: Coroutine[Any, Any, None]) -> float | None:
         """Runs a handler's work and writes the status it put into its patch, as kopf would;

@@ -77,7 +77,9 @@ def register(
         # The drift and backup checks of the resource's instance run in the instance's loop.
         instance_loops.of(memo).watch(kwargs["spec"], kwargs["by_instance"], kwargs["claims"])
         call = HandlerCall.from_kopf(kwargs, "claims")
-        await handling.ensure(runtime.of(memo), call, retry, create_answers.of(memo))
+        await handling.ensure(
+            runtime.of(memo), call, retry, create_answers.of(memo), may_defer=True
+        )
 
     @kopf.on.delete(*resource, registry=registry, id="delete")
     async def delete(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:

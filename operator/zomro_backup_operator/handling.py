@@ -96,8 +96,12 @@ class Answers(Protocol):
     def take(self, answer: Answer) -> None:
         """Await the answer and write its outcome; the handler ends."""
 
+    def defer(self, res: HandlerCall, retry: int) -> None:
+        """Run this call of ``ensure`` in the background; its status written there."""
+
     def awaits(self, uid: str, generation: int) -> bool:
-        """True while an answer to a create of this resource at this generation is awaited."""
+        """True while an answer to a create of this resource at this generation is awaited, or
+        a deferred call of it is under way."""
 
 
 @dataclass
@@ -143,11 +147,20 @@ async def connect(
     )
 
 
-async def ensure(rt: Runtime, res: HandlerCall, retry: int, answers: Answers | None = None) -> None:
+async def ensure(
+    rt: Runtime,
+    res: HandlerCall,
+    retry: int,
+    answers: Answers | None = None,
+    *,
+    may_defer: bool = False,
+) -> None:
     """create/update/resume: bring Zomro to the spec, or say in status why not (and retry).
 
     A create's answer is waited for at most ZOMRO_CREATE_WAIT_SECONDS when ``answers`` is
-    given: then the answer is handed over to it, and the handler ends without writing it."""
+    given: then the answer is handed over to it, and the handler ends without writing it.
+    ``may_defer`` (kopf's calls): with another decision on the instance under way, the call is
+    deferred to ``answers`` (run there in its turn) and the handler ends at once."""
     try:
         desired = res.desired(rt)
         observed = res.observed()
@@ -159,11 +172,23 @@ async def ensure(rt: Runtime, res: HandlerCall, retry: int, answers: Answers | N
         except Exception as exc:
             _fail(rt, res, exc, retry, failure=classify(exc).holding("suspension"))
         return
+    deferring = answers if may_defer else None
+    if deferring is not None and deferring.awaits(res.uid, res.generation):
+        # Run again while its create's answer, or a deferred run, is under way (kopf took a
+        # watch event older than its own last patch for a new resource, which happens when the
+        # watch lags more than kopf's 5 s of patience): that one writes the outcome.
+        return
     try:
         async with contextlib.AsyncExitStack() as stack:
             remote = await connect(
                 rt, res, desired, deleting=False, max_age=rt.settings.resync_seconds, stack=stack
             )
+            if deferring is not None and remote.slot.lock.locked():
+                # Other decisions on the instance are under way (a mass apply): this one waits
+                # for its turn in the background, not in a kopf handler (docs/design.md).
+                res.patch = kopf.Patch()
+                deferring.defer(res, retry)
+                return
             step = await _begin(rt, res, desired, remote)
             if isinstance(step, reconcile.Creating):
                 wait = None if answers is None else rt.settings.create_wait_seconds
@@ -174,12 +199,8 @@ async def ensure(rt: Runtime, res: HandlerCall, retry: int, answers: Answers | N
                     answers.take(Answer(res, desired, observed, step, retry, stack.pop_all()))
                     return
     except reconcile.CreatePendingError as exc:
-        if answers is not None and answers.awaits(res.uid, res.generation):
-            # The handler ran again while its create's answer is awaited (kopf took a watch
-            # event older than its own last patch for a new resource, which happens when the
-            # watch lags more than kopf's 5 s of patience): the answer's outcome is written
-            # when it comes; a retry here would hold a kopf worker until then.
-            return
+        if deferring is not None and deferring.awaits(res.uid, res.generation):
+            return  # as above: came while this call waited; a retry would hold a kopf worker
         _fail(rt, res, exc, retry)
     except StatusChangedError as exc:
         # Decided on a status that has changed since (another operator recorded its create):

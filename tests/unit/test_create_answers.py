@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import kopf
 import pytest
-from handler_world import SPEC, World, status_after
+from handler_world import CREDENTIALS, INSTANCE, SPEC, World, status_after
 
 from zomro_backup_operator import handling
 from zomro_backup_operator.create_answers import CreateAnswers
@@ -205,7 +205,7 @@ async def test_the_handler_run_again_while_its_answer_is_awaited_ends_without_a_
     await handling.ensure(world.rt, world.resource(), 0, answers)
     again = world.resource(world.kube.status_writes[0])
 
-    await handling.ensure(world.rt, again, 0, answers)
+    await handling.ensure(world.rt, again, 0, answers, may_defer=True)
 
     assert dict(again.patch) == {}
     await _settled(answers)
@@ -223,5 +223,27 @@ async def test_a_run_for_a_newer_generation_waits_for_the_older_create_with_kopf
     changed = world.resource(world.kube.status_writes[0], generation=2)
 
     with pytest.raises(kopf.TemporaryError, match="Creating"):
-        await handling.ensure(world.rt, changed, 0, answers)
+        await handling.ensure(world.rt, changed, 0, answers, may_defer=True)
     await _settled(answers)
+
+
+async def test_a_handler_whose_instance_is_busy_deciding_runs_later_in_the_background(
+    world: World,
+) -> None:
+    answers = CreateAnswers(world.rt, lambda res: None)
+    slot = world.rt.slots.get(CREDENTIALS.fingerprint, INSTANCE)
+    res = world.resource()
+    kopfs_patch = res.patch
+
+    async with slot.lock:  # another resource's decision on the instance
+        await handling.ensure(world.rt, res, 0, answers, may_defer=True)
+        assert world.zomro.calls == []
+        assert answers.awaits("uid-1", 1)
+    await _settled(answers)
+
+    assert dict(kopfs_patch) == {}
+    intent, outcome = world.kube.status_writes
+    assert intent["pendingCreate"]["name"] == "nightly"
+    assert outcome["scheduleId"] == next(iter(world.zomro.schedules))
+    assert [reason for _, reason, _ in world.events] == ["Created"]
+    assert not answers.awaits("uid-1", 1)
