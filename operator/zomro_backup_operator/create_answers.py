@@ -61,9 +61,9 @@ class CreateAnswers:
         self._hold(answer.res)
         self._spawn(self._complete(answer), answer.res.key)
 
-    def defer(self, res: HandlerCall, retry: int) -> None:
+    def defer(self, res: HandlerCall, retry: int, turn: asyncio.Lock) -> None:
         self._hold(res)
-        self._spawn(self._deferred(res, retry), res.key)
+        self._spawn(self._deferred(res, retry, turn), res.key)
 
     def awaits(self, uid: str, generation: int) -> bool:
         return self._held[uid, generation] > 0
@@ -106,8 +106,16 @@ class CreateAnswers:
             self._release(answer.res)
         await self._retried(answer.res, answer.retry, delay)
 
-    async def _deferred(self, res: HandlerCall, retry: int) -> None:
+    async def _deferred(self, res: HandlerCall, retry: int, turn: asyncio.Lock) -> None:
         try:
+            async with turn:
+                pass  # the decisions under way first
+            # The resource as it is now: the handler's own end (kopf's patch) moved its version,
+            # on which the intent to create is written.
+            latest = self._latest(res)
+            if latest is None:
+                return
+            res = latest
             delay = await self._written(res, handling.ensure(self._rt, res, retry, answers=self))
         finally:
             self._release(res)

@@ -96,8 +96,9 @@ class Answers(Protocol):
     def take(self, answer: Answer) -> None:
         """Await the answer and write its outcome; the handler ends."""
 
-    def defer(self, res: HandlerCall, retry: int) -> None:
-        """Run this call of ``ensure`` in the background; its status written there."""
+    def defer(self, res: HandlerCall, retry: int, turn: asyncio.Lock) -> None:
+        """Run this call of ``ensure`` in the background, once ``turn`` (the instance's lock)
+        is free, on the resource as it is then; its status written there."""
 
     def awaits(self, uid: str, generation: int) -> bool:
         """True while an answer to a create of this resource at this generation is awaited, or
@@ -187,7 +188,7 @@ async def ensure(
                 # Other decisions on the instance are under way (a mass apply): this one waits
                 # for its turn in the background, not in a kopf handler (docs/design.md).
                 res.patch = kopf.Patch()
-                deferring.defer(res, retry)
+                deferring.defer(res, retry, remote.slot.lock)
                 return
             step = await _begin(rt, res, desired, remote)
             if isinstance(step, reconcile.Creating):

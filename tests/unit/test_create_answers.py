@@ -230,7 +230,7 @@ async def test_a_run_for_a_newer_generation_waits_for_the_older_create_with_kopf
 async def test_a_handler_whose_instance_is_busy_deciding_runs_later_in_the_background(
     world: World,
 ) -> None:
-    answers = CreateAnswers(world.rt, lambda res: None)
+    answers = CreateAnswers(world.rt, lambda res: world.resource())  # the index, now
     slot = world.rt.slots.get(CREDENTIALS.fingerprint, INSTANCE)
     res = world.resource()
     kopfs_patch = res.patch
@@ -239,9 +239,11 @@ async def test_a_handler_whose_instance_is_busy_deciding_runs_later_in_the_backg
         await handling.ensure(world.rt, res, 0, answers, may_defer=True)
         assert world.zomro.calls == []
         assert answers.awaits("uid-1", 1)
+        world.kube.current = "8"  # kopf's patch at the handler's end
     await _settled(answers)
 
     assert dict(kopfs_patch) == {}
+    assert world.kube.versions[0] == "8"  # decided on the resource as it was in its turn
     intent, outcome = world.kube.status_writes
     assert intent["pendingCreate"]["name"] == "nightly"
     assert outcome["scheduleId"] == next(iter(world.zomro.schedules))
