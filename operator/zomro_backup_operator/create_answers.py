@@ -115,20 +115,21 @@ class CreateAnswers:
             latest = self._latest(res)
             if latest is None:
                 return
-            res = latest
-            delay = await self._written(res, handling.ensure(self._rt, res, retry, answers=self))
+            delay = await self._written(
+                latest, handling.ensure(self._rt, latest, retry, answers=self)
+            )
         finally:
             self._release(res)
-        await self._retried(res, retry, delay)
+        await self._retried(latest, retry, delay)
 
-    async def _retried(self, first: HandlerCall, retry: int, delay: float | None) -> None:
-        res: HandlerCall | None = first
+    async def _retried(self, res: HandlerCall, retry: int, delay: float | None) -> None:
         while delay is not None:
             await self._sleep(delay)
             retry += 1
-            res = self._latest(res) if res is not None else None
-            if res is None:
+            latest = self._latest(res)
+            if latest is None:
                 return
+            res = latest
             delay = await self._written(res, handling.ensure(self._rt, res, retry, answers=self))
 
     async def _written(self, res: HandlerCall, work: Coroutine[Any, Any, None]) -> float | None:

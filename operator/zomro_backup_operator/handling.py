@@ -193,7 +193,7 @@ async def ensure(
             step = await _begin(rt, res, desired, remote)
             if isinstance(step, reconcile.Creating):
                 wait = None if answers is None else rt.settings.create_wait_seconds
-                if not await _answered(step, wait):
+                if not await step.answered(wait):
                     assert answers is not None
                     # The answer's outcome goes to status from the hand-over, not kopf's patch.
                     res.patch = kopf.Patch()
@@ -238,15 +238,6 @@ async def conclude(rt: Runtime, answer: Answer) -> None:
         _fail(rt, res, exc, answer.retry)
     shifted = _shifted(answer.desired, answer.observed, outcome)
     _succeed(rt, res, answer.desired, outcome, drift=False, shifted=shifted)
-
-
-async def _answered(step: reconcile.Creating, wait: float | None) -> bool:
-    """Waits at most ``wait`` seconds (None: for as long as it takes) for Zomro's answer to the
-    create; True when it came."""
-    created = asyncio.ensure_future(step.queued.created)
-    if wait is None or wait > 0:
-        await asyncio.wait([created], timeout=wait)
-    return created.done()
 
 
 async def resync(rt: Runtime, res: HandlerCall, *, deleting: bool) -> None:

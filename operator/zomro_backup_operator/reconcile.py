@@ -7,6 +7,7 @@ The crash-safe create protocol is described in docs/design.md.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -278,6 +279,14 @@ class Creating:
     observed: Observed
     remote: Remote
     record_pending: RecordPending
+
+    async def answered(self, wait: float | None) -> bool:
+        """Waits at most ``wait`` seconds (None: for as long as it takes) for Zomro's answer;
+        True when it came (``finish`` then returns at once)."""
+        created = asyncio.ensure_future(self.queued.created)
+        if wait is None or wait > 0:
+            await asyncio.wait([created], timeout=wait)
+        return created.done()
 
     async def finish(self) -> Outcome:
         """The created schedule, once a listing has told its id; raises what the create met."""

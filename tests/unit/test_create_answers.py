@@ -36,6 +36,14 @@ class Sleeps:
         self.seconds.append(seconds)
 
 
+async def _handed_over(world: World) -> CreateAnswers:
+    """A create of the resource whose answer its handler handed over (not settled yet)."""
+    _never_waiting(world)
+    answers = CreateAnswers(world.rt, lambda res: None)
+    await handling.ensure(world.rt, world.resource(), 0, answers)
+    return answers
+
+
 async def _settled(answers: CreateAnswers) -> None:
     while answers._tasks:
         await next(iter(answers._tasks))
@@ -200,9 +208,7 @@ async def test_the_handler_run_again_while_its_answer_is_awaited_ends_without_a_
 ) -> None:
     # kopf runs a new resource's handler again on a watch event older than its own last patch
     # when the watch lags: that run must not hold a kopf worker in retries until the answer.
-    _never_waiting(world)
-    answers = CreateAnswers(world.rt, lambda res: None)
-    await handling.ensure(world.rt, world.resource(), 0, answers)
+    answers = await _handed_over(world)
     again = world.resource(world.kube.status_writes[0])
 
     await handling.ensure(world.rt, again, 0, answers, may_defer=True)
@@ -217,9 +223,7 @@ async def test_the_handler_run_again_while_its_answer_is_awaited_ends_without_a_
 async def test_a_run_for_a_newer_generation_waits_for_the_older_create_with_kopfs_retry(
     world: World,
 ) -> None:
-    _never_waiting(world)
-    answers = CreateAnswers(world.rt, lambda res: None)
-    await handling.ensure(world.rt, world.resource(), 0, answers)
+    answers = await _handed_over(world)
     changed = world.resource(world.kube.status_writes[0], generation=2)
 
     with pytest.raises(kopf.TemporaryError, match="Creating"):
