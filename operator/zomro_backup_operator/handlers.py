@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from zomro_backup_operator import create_answers, handling, instance_loops, runtime
+from zomro_backup_operator import create_answers, handling, instance_loops, kopf_readiness, runtime
 from zomro_backup_operator.backup_handlers import register_backup_kinds
 from zomro_backup_operator.claims import ClaimKey, index_entry
 from zomro_backup_operator.create_answers import CreateAnswers
@@ -30,6 +30,9 @@ def register(
     ``may_write`` fences every Zomro and status write (leader election); ``kube_connections``
     bounds kopf's pool of API-server connections (None: kopf's own, unbounded)."""
     resource = (GROUP, VERSION, PLURAL)
+    # The index handlers below make kopf hold every handler until all objects are indexed; its
+    # barrier woke every waiting object at each object indexed (n^2 over a restart).
+    kopf_readiness.install()
 
     @kopf.on.startup(registry=registry, id="start")
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
