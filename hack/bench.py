@@ -328,7 +328,9 @@ def profiled(command: list[str], args: argparse.Namespace, suffix: str = "") -> 
     if args.profile:
         tool = ["pyinstrument", "--renderer", "text", "-o", f"{args.profile}{suffix}"]
     elif args.memray:
-        tool = ["memray", "run", "--force", "--output", f"{args.memray}{suffix}"]
+        # Aggregated: only what the high-water mark needs (hack/memory_peak.py); a full capture
+        # of a run at 10 000 resources would take gigabytes.
+        tool = ["memray", "run", "--aggregate", "--force", "--output", f"{args.memray}{suffix}"]
     else:
         return command
     return [sys.executable, "-m", *tool, "-m", "zomro_backup_operator", *command[3:]]
