@@ -1,7 +1,7 @@
 """One instance under one credential set (an ``InstanceSlot``): the lock its decisions take,
 its last listings of schedules and of backups (so N resources on one instance cost one Zomro
-list of each per period), and the worker that sends its creates in batches. ``Slots`` holds them
-by (credentials, instance)."""
+list of each per period), and the workers that send its creates and its deletes in batches.
+``Slots`` holds them by (credentials, instance)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ CreateMany = Callable[
 """Creates schedules on the slot's instance, and those the second argument hands out while it
 sends them, with one listing at the end; one result (the Schedule or its error) per spec."""
 
+DeleteMany = Callable[[Sequence[str]], Awaitable[Sequence[Exception | None]]]
+"""Deletes schedules of the slot's instance: one result per id, None once it is gone."""
+
 MAX_BATCH = 100
-"""Creates one listing may tell the ids of: the first of a batch learns its id only once the
-last is sent."""
+"""Creates one listing may tell the ids of (the first of a batch learns its id only once the
+last is sent), and ids one delete names."""
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Listing(Generic[T]):
 @dataclass
 class InstanceSlot:
     """One instance under one credential set: a lock for decisions, the last listings, and the
-    creates on their way to Zomro."""
+    creates and deletes on their way to Zomro."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     listed: Listing[list[Schedule]] = field(default_factory=Listing)
@@ -78,6 +81,8 @@ class InstanceSlot:
     Status says the same durably; this covers a failed write of that status."""
     _queue: list[_Create] = field(default_factory=list)
     _worker: asyncio.Task[None] | None = None
+    _deletes: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    _delete_worker: asyncio.Task[None] | None = None
 
     def submit_create(
         self,
@@ -132,6 +137,43 @@ class InstanceSlot:
                 item.done.cancel()
             self._queue = []
 
+    def submit_delete(self, schedule_id: str, delete_many: DeleteMany) -> asyncio.Future[None]:
+        """Queue a delete; done once Zomro no longer holds the schedule. Deletes queued while
+        one is at Zomro go together in the next call. The future may be shared: await it
+        shielded."""
+        done = self._deletes.get(schedule_id)
+        if done is None:
+            done = self._deletes[schedule_id] = asyncio.get_running_loop().create_future()
+        if self._delete_worker is None or self._delete_worker.done():
+            self._delete_worker = asyncio.create_task(self._drain_deletes(delete_many))
+        return done
+
+    async def _drain_deletes(self, delete_many: DeleteMany) -> None:
+        batch: dict[str, asyncio.Future[None]] = {}
+        try:
+            while self._deletes:
+                batch = dict(list(self._deletes.items())[:MAX_BATCH])
+                for schedule_id in batch:
+                    del self._deletes[schedule_id]
+                try:
+                    results: Sequence[Exception | None] = await delete_many(list(batch))
+                except Exception as exc:  # handed to every waiting caller
+                    results = [exc] * len(batch)
+                for (schedule_id, done), result in zip(batch.items(), results, strict=True):
+                    if result is None:
+                        self.removed(schedule_id)
+                        if not done.done():
+                            done.set_result(None)
+                    else:
+                        self.invalidate()
+                        if not done.done():
+                            done.set_exception(result)
+                batch = {}
+        finally:  # cancelled (the operator stops): nothing may wait forever
+            for done in [*batch.values(), *self._deletes.values()]:
+                done.cancel()
+            self._deletes = {}
+
     async def schedules(
         self,
         fetch: Callable[[], Awaitable[list[Schedule]]],
@@ -160,8 +202,12 @@ class InstanceSlot:
     @property
     def idle(self) -> bool:
         """Nothing here that a listing would not tell again: no decision, no create under way."""
-        busy = self._worker is not None and not self._worker.done()
-        return not (self.lock.locked() or self.in_flight or self.accepted or busy or self._queue)
+        busy = any(
+            worker is not None and not worker.done()
+            for worker in (self._worker, self._delete_worker)
+        )
+        queued = self._queue or self._deletes
+        return not (self.lock.locked() or self.in_flight or self.accepted or busy or queued)
 
     def invalidate(self) -> None:
         self.listed.invalidate()

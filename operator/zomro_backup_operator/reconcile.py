@@ -12,6 +12,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol
 
 from zomro_backup_operator.claims import ClaimKey, Claims
@@ -51,7 +52,9 @@ class ZomroApi(Protocol):
     async def update_schedule(
         self, instance_id: str, schedule_id: str, spec: ScheduleSpec
     ) -> None: ...
-    async def delete_schedule(self, instance_id: str, schedule_id: str) -> None: ...
+    async def delete_schedules(
+        self, instance_id: str, schedule_ids: Sequence[str]
+    ) -> Sequence[Exception | None]: ...
 
 
 class ReconcileError(Exception):
@@ -467,21 +470,38 @@ async def suspend(
     if observed.schedule_id is None and observed.pending is None:
         return Removal.NOTHING, None
     remote = await connect()
+    instance_id = desired.instance_id
     async with remote.slot.lock:
-        removal, schedule_id = await _remove_locked(desired, observed, remote)
+        targets = [await _removal_target(desired, observed, remote)]
         if observed.schedule_id is not None and observed.pending is not None:
             # A recreate was on its way when the old id vanished: what it made is ours too.
-            made, made_id = await _remove_locked(
-                desired, replace(observed, schedule_id=None), remote
+            unrecorded = replace(observed, schedule_id=None)
+            targets.append(await _removal_target(desired, unrecorded, remote))
+        # Queued under the lock, waited for outside it: the deletes of other resources on this
+        # instance join the same call.
+        deletions = [
+            (
+                sid,
+                remote.slot.submit_delete(sid, partial(remote.zomro.delete_schedules, instance_id)),
             )
-            if made is not Removal.NOTHING:
-                removal, schedule_id = made, made_id
-        return removal, schedule_id
+            for sid in targets
+            if sid is not None
+        ]
+    removal: tuple[Removal, str | None] = (Removal.NOTHING, None)
+    failure: Exception | None = None
+    for schedule_id, deleted in deletions:
+        try:
+            removal = await _deleted(desired, remote, schedule_id, deleted), schedule_id
+        except Exception as exc:  # the others are still waited for, and their claims released
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return removal
 
 
-async def _remove_locked(
-    desired: Desired, observed: Observed, remote: Remote
-) -> tuple[Removal, str | None]:
+async def _removal_target(desired: Desired, observed: Observed, remote: Remote) -> str | None:
+    """The Zomro schedule of the resource to delete, if any; raises while a create of it may
+    still come to light, and for a schedule another resource manages."""
     instance_id = desired.instance_id
     schedule_id = observed.schedule_id
 
@@ -506,28 +526,30 @@ async def _remove_locked(
             if desired.key in remote.slot.in_flight.values() or wait is None or wait > 0:
                 raise CreatePendingError(_waiting(desired, pending, wait), retry_after=wait)
     if schedule_id is None:
-        return Removal.NOTHING, None
+        return None
     owner = remote.owner_of(instance_id, desired.key)(schedule_id)
     if owner is not None:
         raise ConflictError(
             f"status names Zomro schedule {schedule_id} on instance {instance_id}, which "
             f"BackupSchedule {owner} manages; it is not deleted"
         )
+    return schedule_id
 
+
+async def _deleted(
+    desired: Desired, remote: Remote, schedule_id: str, deleted: asyncio.Future[None]
+) -> Removal:
+    """Waits for a queued delete; its claim goes once Zomro no longer holds the schedule."""
+    instance_id = desired.instance_id
     try:
-        await remote.zomro.delete_schedule(instance_id, schedule_id)
+        await asyncio.shield(deleted)  # the future may be another resource's too
     except AccessDeniedError:
         # Either the instance is gone (and its schedules with it) or these credentials cannot
         # see it. Only the account's own instance list can tell the two apart.
         instances = await remote.zomro.list_instances()
         if any(instance.id == instance_id for instance in instances):
             raise
-        remote.slot.invalidate()
         remote.claims.release(instance_id, schedule_id, desired.key)
-        return Removal.INSTANCE_GONE, schedule_id
-    except Exception:
-        remote.slot.invalidate()
-        raise
-    remote.slot.removed(schedule_id)
+        return Removal.INSTANCE_GONE
     remote.claims.release(instance_id, schedule_id, desired.key)
-    return Removal.DELETED, schedule_id
+    return Removal.DELETED

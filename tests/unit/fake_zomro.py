@@ -30,6 +30,8 @@ class FakeZomro:
     calls: list[str] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
     """Names of each create_schedules call, in order."""
+    deletes: list[list[str]] = field(default_factory=list)
+    """Ids of each delete_schedules call, in order."""
     fail: dict[str, Exception] = field(default_factory=dict)
     """Raise this exception on the next call of the named method (then forget it)."""
     after_create: Callable[[Schedule], None] | None = None
@@ -94,9 +96,15 @@ class FakeZomro:
             self.schedules[schedule_id], name=spec.name, days=spec.days, time=spec.time
         )
 
-    async def delete_schedule(self, instance_id: str, schedule_id: str) -> None:
-        self._enter("delete_schedule", instance_id)
-        self.schedules.pop(schedule_id, None)
+    async def delete_schedules(
+        self, instance_id: str, schedule_ids: Sequence[str]
+    ) -> list[Exception | None]:
+        self.deletes.append(list(schedule_ids))
+        self._enter("delete_schedules", instance_id)
+        await asyncio.sleep(0)  # a real client yields while the request is out
+        for schedule_id in schedule_ids:
+            self.schedules.pop(schedule_id, None)
+        return [None for _ in schedule_ids]
 
     async def list_backups(self, instance_id: str) -> BackupListing:
         self._enter("list_backups", instance_id)

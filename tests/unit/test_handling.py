@@ -136,7 +136,7 @@ async def test_a_deletion_zomro_cannot_confirm_says_that_the_deletion_waits(
     world: World,
 ) -> None:
     schedule_id = world.listed()
-    world.zomro.fail["delete_schedule"] = ServerError("HTTP 503")
+    world.zomro.fail["delete_schedules"] = ServerError("HTTP 503")
     res = world.resource({"scheduleId": schedule_id, "observedGeneration": 1})
     with pytest.raises(kopf.TemporaryError):
         await handling.remove(world.rt, res, retry=0)

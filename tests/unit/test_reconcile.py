@@ -4,6 +4,7 @@ conflict and removal, without a cluster."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Mapping
 
 import pytest
@@ -25,7 +26,11 @@ from zomro_backup_operator.reconcile import (
 )
 from zomro_backup_operator.resources import Desired, Observed
 from zomro_backup_operator.runtime import Recent
-from zomro_backup_operator.zomro.errors import AccessDeniedError, UnknownOutcomeError
+from zomro_backup_operator.zomro.errors import (
+    AccessDeniedError,
+    ServerError,
+    UnknownOutcomeError,
+)
 from zomro_backup_operator.zomro.models import ScheduleSpec, Weekday
 
 INSTANCE = "5203773"
@@ -327,7 +332,7 @@ async def test_deletion_refused_for_an_instance_the_account_still_has_keeps_wait
     world: World,
 ) -> None:
     held = world.zomro.add(INSTANCE, spec())
-    world.zomro.fail["delete_schedule"] = AccessDeniedError("Insufficient privileges")
+    world.zomro.fail["delete_schedules"] = AccessDeniedError("Insufficient privileges")
 
     with pytest.raises(AccessDeniedError):
         await remove(desired(), Observed(schedule_id=held.id), world.claims, _connect(world))
@@ -449,7 +454,7 @@ async def test_a_status_naming_another_resources_schedule_is_a_conflict_and_writ
 
     assert world.zomro.schedules[theirs.id] == theirs
     assert "update_schedule" not in world.zomro.calls
-    assert "delete_schedule" not in world.zomro.calls
+    assert "delete_schedules" not in world.zomro.calls
 
 
 async def test_suspending_with_orphan_policy_still_removes_the_zomro_schedule(world: World) -> None:
@@ -482,3 +487,69 @@ async def test_suspending_a_resource_with_nothing_recorded_asks_zomro_nothing(wo
 
     assert await suspend(desired(), Observed(), no_connect) == (Removal.NOTHING, None)
     assert len(world.zomro.schedules) == 1
+
+
+async def _remove_all(world: World, names: list[str]) -> list[object]:
+    held = {name: world.zomro.add(INSTANCE, spec(name=name)) for name in names}
+    for name, schedule in held.items():
+        world.claims.claim(INSTANCE, schedule.id, f"team/{name}")
+    return await asyncio.gather(
+        *(
+            remove(
+                desired(name), Observed(schedule_id=held[name].id), world.claims, _connect(world)
+            )
+            for name in names
+        ),
+        return_exceptions=True,
+    )
+
+
+async def test_deletes_on_one_instance_arriving_together_go_in_fewer_calls_up_to_the_cap(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for cap, calls in ((100, 1), (4, 2)):
+        monkeypatch.setattr(instance_slot, "MAX_BATCH", cap)
+        world.zomro.deletes.clear()
+        names = [f"s{n}-{cap}" for n in range(7)]
+
+        results = await _remove_all(world, names)
+
+        assert [result[0] for result in results] == [Removal.DELETED] * len(names)  # type: ignore[index]
+        assert world.zomro.schedules == {}
+        assert len(world.zomro.deletes) == calls
+        assert max(len(ids) for ids in world.zomro.deletes) <= cap
+        deleted = sorted(i for ids in world.zomro.deletes for i in ids)
+        assert deleted == sorted(result[1] for result in results)  # type: ignore[index]
+        assert all(world.claims.owner(INSTANCE, i, {}) is None for i in deleted)
+
+
+async def test_a_failed_group_delete_fails_every_resource_in_it_and_keeps_schedules_and_claims(
+    world: World,
+) -> None:
+    world.zomro.fail["delete_schedules"] = ServerError("Internal error")
+    names = ["a", "b", "c"]
+    world.slot.listed.value = []  # a listing from before, which the failure must not be trusted
+
+    results = await _remove_all(world, names)
+
+    assert all(isinstance(result, ServerError) for result in results)
+    assert len(world.zomro.deletes) == 1
+    assert len(world.zomro.schedules) == len(names)
+    owners = {world.claims.owner(INSTANCE, s.id, {}) for s in world.zomro.schedules.values()}
+    assert owners == {f"team/{name}" for name in names}
+    # The failure dropped the slot's listing: the retry looks again before it decides.
+    assert world.slot.listed.value is None
+
+
+async def test_one_schedule_queued_twice_is_named_once_and_both_waiters_learn_it_is_gone(
+    world: World,
+) -> None:
+    held = world.zomro.add(INSTANCE, spec())
+    delete_many = functools.partial(world.zomro.delete_schedules, INSTANCE)
+
+    first = world.slot.submit_delete(held.id, delete_many)
+    second = world.slot.submit_delete(held.id, delete_many)
+    await asyncio.gather(asyncio.shield(first), asyncio.shield(second))
+
+    assert world.zomro.deletes == [[held.id]]
+    assert world.slot.idle

@@ -264,6 +264,7 @@ async def test_faults_round_trip_and_put_replaces_them_all(
         {"outage": "sometimes"},
         {"block": {"status": 200}},
         {"late_create": {"seconds": 0}},
+        {"group_delete": "some"},
         {"no_such_fault": 1},
     ],
 )

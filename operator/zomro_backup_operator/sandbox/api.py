@@ -440,6 +440,20 @@ class Api:
 
     def _schedule_delete(self, call: _Call) -> Doc:
         ids = self._elids(call)
+        mode = self.faults.group_delete if len(ids) > 1 else None
+        if mode == "refused":
+            raise ApiError("value", "elid", call.msg("value", call.params["elid"]))
+        if mode == "first":
+            ids = ids[:1]
+        if mode == "partial":  # one at a time, no transaction: what was deleted stays deleted
+            for ident in ids:
+                self._delete_schedules(call, [ident])
+        else:
+            self._delete_schedules(call, ids)
+        return {"ok": scalar("ok")}
+
+    def _delete_schedules(self, call: _Call, ids: list[str]) -> None:
+        """All of them, or (one missing or its instance busy) none."""
         schedules: list[Schedule] = []
         for ident in ids:
             schedule = self.state.owned_schedule(call.account, ident)
@@ -449,7 +463,6 @@ class Api:
         for schedule in schedules:
             self._not_busy(call, self.state.instances[schedule.instance_id])
         self.state.remove_schedules(s.id for s in schedules)
-        return {"ok": scalar("ok")}
 
     def _keepalive(self, call: _Call) -> Doc:
         return {}

@@ -15,6 +15,7 @@ OUTAGE_MODES = ("reset", "503")
 NAME_CASES = ("lower", "upper")
 HOSTILE_MODES = ("truncated", "wrong_types", "html")
 BACKUP_RUN_MODES = ("fail", "late", "skip")
+GROUP_DELETE_MODES = ("first", "partial", "refused")
 
 
 class FaultError(ValueError):
@@ -64,6 +65,10 @@ class Faults:
     """Only runs of these instances are affected; None means all."""
     backup_run_count: int | None = None
     """How many runs to affect; None means all while set."""
+    group_delete: str | None = None
+    """How a schedule delete naming several ids is served: None deletes all or (one missing or
+    busy) none; ``first`` deletes the first only and answers ok; ``partial`` deletes in order up
+    to the first it cannot, then refuses naming that one; ``refused`` refuses any group."""
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     # ------------------------------------------------------------------ decisions
@@ -143,6 +148,7 @@ class Faults:
             "backup_run_seconds",
             "backup_run_instances",
             "backup_run_count",
+            "group_delete",
         ):
             setattr(self, name, getattr(fresh, name))
 
@@ -183,6 +189,7 @@ class Faults:
             "two_factor": self.two_factor,
             "hostile": self.hostile,
             "backup_runs": runs,
+            "group_delete": self.group_delete,
         }
 
     def update(self, data: dict[str, Any], now: float) -> None:
@@ -343,12 +350,17 @@ def _set_two_factor(f: Faults, value: Any, _now: float) -> None:
     f.two_factor = value
 
 
+def _mode_or_none(value: Any, name: str, modes: tuple[str, ...]) -> str | None:
+    """A fault that is off (null or false) or one of its modes."""
+    if value is None or value is False:
+        return None
+    if value not in modes:
+        raise FaultError(f"{name} must be null or one of {modes}")
+    return str(value)
+
+
 def _set_hostile(f: Faults, value: Any, _now: float) -> None:
-    if value is False:
-        value = None
-    if value is not None and value not in HOSTILE_MODES:
-        raise FaultError(f"hostile must be null or one of {HOSTILE_MODES}")
-    f.hostile = value
+    f.hostile = _mode_or_none(value, "hostile", HOSTILE_MODES)
 
 
 def _set_backup_runs(f: Faults, value: Any, _now: float) -> None:
@@ -379,6 +391,10 @@ def _set_backup_runs(f: Faults, value: Any, _now: float) -> None:
     f.backup_run_count = None if count is None else int(_number(count, "backup_runs.count", 0))
 
 
+def _set_group_delete(f: Faults, value: Any, _now: float) -> None:
+    f.group_delete = _mode_or_none(value, "group_delete", GROUP_DELETE_MODES)
+
+
 _SETTERS = {
     "error_rate": _set_error_rate,
     "error_status": _set_error_status,
@@ -393,4 +409,5 @@ _SETTERS = {
     "two_factor": _set_two_factor,
     "hostile": _set_hostile,
     "backup_runs": _set_backup_runs,
+    "group_delete": _set_group_delete,
 }

@@ -142,6 +142,8 @@ class RequestRecord:
     duration: float = 0.0
     client: str | None = None
     """The label of the /_via/<label>/ URL the request came to, if any."""
+    elids: int = 0
+    """How many ids the call's ``elid`` named (several: a group operation)."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,29 +124,31 @@ class Sandbox:
         func = params.get("func", "")
         faults = self.faults
         if faults.outage == "reset":
-            return self._finish(request, started, func, None, "outage:reset", _reset(request))
+            return self._finish(request, started, params, None, "outage:reset", _reset(request))
         if faults.outage == "503":
-            return self._finish(request, started, func, None, "outage:503", error_page(503))
+            return self._finish(request, started, params, None, "outage:503", error_page(503))
         if faults.blocked(self.state.now()):
             status = faults.block_status or 460
             response = error_page(status)
             if faults.block_retry_after is not None:
                 response.headers["Retry-After"] = str(faults.block_retry_after)
-            return self._finish(request, started, func, None, f"http:{status}", response)
+            return self._finish(request, started, params, None, f"http:{status}", response)
         if faults.should_error(func):
             response = error_page(faults.error_status)
             return self._finish(
-                request, started, func, None, f"http:{faults.error_status}", response
+                request, started, params, None, f"http:{faults.error_status}", response
             )
         if faults.hostile is not None and func != "auth":
             response = hostile_answer(faults.hostile)
-            return self._finish(request, started, func, None, f"hostile:{faults.hostile}", response)
+            return self._finish(
+                request, started, params, None, f"hostile:{faults.hostile}", response
+            )
 
         sid = params.get("auth") if "authinfo" not in params else None
         if sid and sid in self._in_process:
             result = self.api.busy_session(params)
             return self._finish(
-                request, started, func, None, result.outcome, render(result, params)
+                request, started, params, None, result.outcome, render(result, params)
             )
         if sid:
             self._in_process.add(sid)
@@ -162,28 +164,31 @@ class Sandbox:
                 if drop:
                     outcome = "ok:dropped"
                     return self._finish(
-                        request, started, func, result.account, outcome, _reset(request)
+                        request, started, params, result.account, outcome, _reset(request)
                     )
         finally:
             if sid:
                 self._in_process.discard(sid)
         return self._finish(
-            request, started, func, result.account, result.outcome, render(result, params)
+            request, started, params, result.account, result.outcome, render(result, params)
         )
 
     def _finish(
         self,
         request: web.Request,
         started: float,
-        func: str,
+        params: Mapping[str, str],
         account: str | None,
         outcome: str,
         response: web.StreamResponse,
     ) -> web.StreamResponse:
         duration = time.monotonic() - started
+        func = params.get("func", "")
+        elid = params.get("elid")
         record = RequestRecord(
             time=self.state.now(),
             func=func,
+            elids=0 if not elid else len(elid.split(", ")),
             account=account,
             outcome=outcome,
             duration=duration,

@@ -143,6 +143,8 @@ class ZomroClient(BackupOperations):
             login_refusal_memory=self._options.login_refusal_memory,
         )
         self._known_ids: dict[str, frozenset[str]] = {}
+        # False once a group delete was seen to fall short (see delete_schedules).
+        self._group_deletes = True
 
     def __repr__(self) -> str:
         return (
@@ -303,6 +305,50 @@ class ZomroClient(BackupOperations):
                     f"{FUNC_SCHEDULE_EDIT}: schedule {schedule_id} no longer exists"
                 ) from exc
             raise
+
+    async def delete_schedules(
+        self, instance_id: str, schedule_ids: Sequence[str]
+    ) -> list[ZomroError | None]:
+        """Delete several schedules of one instance: one result per id, None once it is gone.
+
+        BILLmanager takes several ids in one ``elid`` (joined with ``", "``), and one call then
+        deletes them all. Whether Zomro's schedule delete honours that is unverified, so a group
+        call is always followed by a listing, and only what that listing no longer shows counts
+        as deleted, whatever the answer said. Ids still listed are deleted one at a time. A group
+        Zomro acknowledged but did not carry out in full, or refused for good while every id in
+        it existed, makes this client delete one at a time from then on.
+        """
+        if len(schedule_ids) < 2 or not self._group_deletes:
+            return [await self._delete_one(instance_id, sid) for sid in schedule_ids]
+        refusal: ZomroError | None = None
+        try:
+            await self._write(FUNC_SCHEDULE_DELETE, {"elid": ", ".join(schedule_ids)})
+        except ZomroError as exc:
+            refusal = exc
+        try:
+            listed = {schedule.id for schedule in await self.list_schedules(instance_id)}
+        except ZomroError as exc:  # what the group did is unknown: each caller looks again
+            return [exc for _ in schedule_ids]
+        left = [sid for sid in schedule_ids if sid in listed]
+        if left and (refusal is None or (not refusal.retryable and left == list(schedule_ids))):
+            self._group_deletes = False
+            logger.info(
+                "zomro %s: a group of %d ids left %d listed; deleting one at a time from now on",
+                FUNC_SCHEDULE_DELETE,
+                len(schedule_ids),
+                len(left),
+            )
+        results: dict[str, ZomroError | None] = dict.fromkeys(schedule_ids)
+        for sid in left:
+            results[sid] = await self._delete_one(instance_id, sid)
+        return [results[sid] for sid in schedule_ids]
+
+    async def _delete_one(self, instance_id: str, schedule_id: str) -> ZomroError | None:
+        try:
+            await self.delete_schedule(instance_id, schedule_id)
+        except ZomroError as exc:
+            return exc
+        return None
 
     async def delete_schedule(self, instance_id: str, schedule_id: str) -> None:
         """Delete a schedule. One already gone counts as deleted, once a listing confirms it."""
