@@ -4,6 +4,7 @@ mode, retried the way kopf retries, across a simulated restart."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,7 +30,7 @@ from zomro_backup_operator.sandbox import ManualClock, RunningSandbox
 from zomro_backup_operator.zomro.client import ClientOptions, ZomroClient
 from zomro_backup_operator.zomro.credentials import Credentials
 from zomro_backup_operator.zomro.errors import CreatedNotListedError, ZomroError
-from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_EDIT
+from zomro_backup_operator.zomro.funcs import FUNC_SCHEDULE_DELETE, FUNC_SCHEDULE_EDIT
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday, may_be_stored_as
 
 INSTANCE = "5203773"
@@ -362,6 +363,34 @@ async def test_deleting_a_resource_whose_accepted_create_is_not_listed_yet_waits
     assert removal is Removal.DELETED
     assert schedule_id is not None
     assert not sb.state.schedules
+
+
+@pytest.mark.parametrize("group_mode", [None, "first", "partial", "refused"])
+async def test_resources_deleted_together_remove_exactly_their_schedules_in_every_group_mode(
+    group_mode: str | None, sb: RunningSandbox, process: Process, clock: ManualClock
+) -> None:
+    cluster = Cluster(clock)
+    wants = [desired(f"r{n}", f"Nightly {n}") for n in range(5)]
+    await cluster.converge(process, *wants)
+    foreign = sb.state.add_schedule(INSTANCE, "Not ours", [1], "04:00")
+    sb.set_faults(group_delete=group_mode)
+    sb.state.requests.clear()
+
+    async def connect() -> Remote:
+        return cluster.remote(process)
+
+    removals = await asyncio.gather(
+        *(remove(want, cluster.status[want.key], process.claims, connect) for want in wants)
+    )
+
+    assert [removal for removal, _ in removals] == [Removal.DELETED] * len(wants)
+    assert {schedule_id for _, schedule_id in removals} == {
+        cluster.status[want.key].schedule_id for want in wants
+    }
+    assert [schedule.id for schedule in sb.state.schedules_of(INSTANCE)] == [foreign.id]
+    deletes = [r for r in sb.state.requests if r.func == FUNC_SCHEDULE_DELETE]
+    if group_mode is None:  # Zomro honours groups: fewer calls than resources
+        assert len(deletes) < len(wants)
 
 
 def held(listed: str, *, recorded: str | None, generation: int = 1) -> Step:
