@@ -12,7 +12,10 @@ one account owning M instances. Measures:
 - the operator's RSS (VmRSS, and VmHWM: the peak) from /proc,
 - time to delete all (finalizers included, until the API server has none left).
 
-Prints a table and, with --json PATH, writes every figure as JSON. Run it with the repo's venv:
+Prints a table and, with --json PATH, writes every figure as JSON. With --repeat K it runs K
+times, each on a fresh control plane and sandbox, and prints the spread of the main figures
+(min, median, max): one run cannot show a change smaller than two runs of one code differ by.
+Run it with the repo's venv:
 
     .venv/bin/python hack/bench --resources 200 --instances 20 --resync 20 --rps 10
 """
@@ -26,6 +29,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -698,6 +702,46 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _mb(memory: dict[str, int]) -> float | None:
+    return round(memory["VmHWM"] / 1024, 1) if "VmHWM" in memory else None
+
+
+SPREAD_FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    "all Ready (s)": lambda r: r["create"]["all_ready_seconds"],
+    "Zomro calls per created schedule": lambda r: r["create"]["zomro_calls_per_schedule"],
+    "RSS peak through the creates (MB)": lambda r: _mb(r["memory_kb"]["after_create"]),
+    "idle Zomro calls per period": lambda r: r["idle"]["zomro_calls_per_period"],
+    "idle writes to the API server": lambda r: r["idle"]["api_writes"],
+    "restart: all confirmed (s)": lambda r: (r["restart"] or {}).get("all_confirmed_seconds"),
+    "restart: writes to the API server": lambda r: (r["restart"] or {}).get("api_writes"),
+    "restart: RSS peak (MB)": lambda r: _mb((r["restart"] or {}).get("memory_kb", {})),
+    "delete all (s)": lambda r: r["delete"]["all_gone_seconds"],
+    "RSS peak of the last operator (MB)": lambda r: r["memory_kb"]["peak_rss_mb"],
+}
+"""What ``--repeat`` reports the spread of; a figure a run lacks (no restart) is left out."""
+
+
+def spread(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each figure's min, median, max and range over the runs that have it."""
+    figures: dict[str, dict[str, float]] = {}
+    for name, read in SPREAD_FIGURES.items():
+        values = sorted(v for v in map(read, results) if v is not None)
+        if values:
+            low, high = values[0], values[-1]
+            median = statistics.median(values)
+            figures[name] = {"min": low, "median": median, "max": high, "range": high - low}
+    return figures
+
+
+def spread_table(figures: dict[str, dict[str, float]], runs: int) -> str:
+    width = max((len(name) for name in figures), default=0)
+    lines = [f"{f'over {runs} runs':<{width}}  {'min':>9}  {'median':>9}  {'max':>9}  {'range':>9}"]
+    for name, f in figures.items():
+        cells = "  ".join(f"{f[k]:>9.2f}" for k in ("min", "median", "max", "range"))
+        lines.append(f"{name:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=200, help="N BackupSchedules")
@@ -729,11 +773,25 @@ def main() -> int:
         help="skip restarting the operator over the synced resources before the deletes",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the operator/sandbox logs")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run K times and print the spread of the figures"
+    )
     args = parser.parse_args()
-    result = run(args)
-    print(table(result))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    results: list[dict[str, Any]] = []
+    for number in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            say(f"run {number} of {args.repeat}")
+        results.append(run(args))
+        print(table(results[-1]))
+    report: dict[str, Any] = results[0]
+    if args.repeat > 1:
+        figures = spread(results)
+        print(spread_table(figures, len(results)))
+        report = {"runs": results, "spread": figures}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         say(f"figures written to {args.json}")
     return 0
 
