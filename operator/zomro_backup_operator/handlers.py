@@ -8,7 +8,14 @@ from typing import Any
 
 import kopf
 
-from zomro_backup_operator import create_answers, handling, instance_loops, kopf_readiness, runtime
+from zomro_backup_operator import (
+    create_answers,
+    handling,
+    instance_loops,
+    kopf_events,
+    kopf_readiness,
+    runtime,
+)
 from zomro_backup_operator.backup_handlers import register_backup_kinds
 from zomro_backup_operator.claims import ClaimKey, index_entry
 from zomro_backup_operator.create_answers import CreateAnswers
@@ -33,6 +40,8 @@ def register(
     # The index handlers below make kopf hold every handler until all objects are indexed; its
     # barrier woke every waiting object at each object indexed (n^2 over a restart).
     kopf_readiness.install()
+    # kopf's workers hold each object's last event, which loses its managedFields first.
+    kopf_events.install()
 
     @kopf.on.startup(registry=registry, id="start")
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
