@@ -51,6 +51,7 @@ from devkit.waiting import wait_for
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+import zomro_backup_operator
 from zomro_backup_operator.resources import GROUP, PLURAL, VERSION, ready_at_generation
 from zomro_backup_operator.sandbox.control import SandboxProcess, start_sandbox_process
 from zomro_backup_operator.zomro.funcs import FUNC_BACKUPS, FUNC_SCHEDULES
@@ -643,9 +644,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def source_version() -> str:
-    """The commit the operator ran from, with -dirty when the working tree had changes."""
+    """The commit the operator ran from, with -dirty when the working tree had changes: that of
+    the package this process imports, as the operator does (PYTHONPATH may name a worktree)."""
+    package = Path(zomro_backup_operator.__file__).resolve().parent
     result = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        ["git", "-C", str(package), "describe", "--always", "--dirty"],
         capture_output=True,
         text=True,
         check=False,
