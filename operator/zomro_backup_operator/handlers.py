@@ -85,10 +85,14 @@ def register(
     @kopf.on.resume(*resource, registry=registry, id="ensure")
     @kopf.on.create(*resource, registry=registry, id="ensure")
     @kopf.on.update(*resource, registry=registry, id="ensure")
-    async def ensure(memo: kopf.Memo, retry: int, **kwargs: Any) -> None:
+    async def ensure(memo: kopf.Memo, retry: int, reason: str, **kwargs: Any) -> None:
         # The drift and backup checks of the resource's instance run in the instance's loop.
-        instance_loops.of(memo).watch(kwargs["spec"], kwargs["by_instance"], kwargs["claims"])
+        loops = instance_loops.of(memo)
+        loops.watch(kwargs["spec"], kwargs["by_instance"], kwargs["claims"])
         call = HandlerCall.from_kopf(kwargs, "claims")
+        if reason == kopf.Reason.RESUME and call.settled():
+            loops.confirm(call.spec, call.uid)  # the loop checks it at once; nothing awaited here
+            return
         await handling.ensure(
             runtime.of(memo), call, retry, create_answers.of(memo), may_defer=True
         )

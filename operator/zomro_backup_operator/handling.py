@@ -25,7 +25,7 @@ from zomro_backup_operator.resources import (
     Observed,
 )
 from zomro_backup_operator.runtime import Runtime
-from zomro_backup_operator.status import SUSPENDED, Readiness, changes, iso, synced
+from zomro_backup_operator.status import SUSPENDED, SYNCED, Readiness, changes, iso, synced
 from zomro_backup_operator.time_zones import format_rfc3339
 from zomro_backup_operator.zomro.errors import NotFoundError
 
@@ -123,6 +123,23 @@ class HandlerCall(ResourceCall):
 
     def observed(self) -> Observed:
         return Observed.from_status(self.status)
+
+    def settled(self) -> bool:
+        """Whether status says Zomro held this spec's schedule when the operator last looked:
+        synced at this generation, with nothing under way. A resume of it (the operator started)
+        is then a drift check's to confirm (``InstanceLoops.confirm``): a handler waiting for
+        Zomro holds kopf's machinery for its resource, and a restart resumes every resource."""
+        try:
+            observed = self.observed()
+        except InvalidStatusError:
+            return False
+        return (
+            observed.schedule_id is not None
+            and observed.pending is None
+            and observed.observed_generation == self.generation
+            and observed.ready_reason == SYNCED
+            and self.spec.get("suspend") is not True
+        )
 
 
 async def connect(

@@ -142,6 +142,8 @@ class InstanceLoops:
         """uid -> the check of that resource under way (its end)."""
         self._held = Recent()
         """uids whose deletion has begun: never checked again."""
+        self._confirming: dict[str, set[str]] = {}
+        """instance id -> uids to check at once (:meth:`confirm`)."""
 
     def watch(
         self,
@@ -164,6 +166,18 @@ class InstanceLoops:
         self._tasks[instance_id] = asyncio.create_task(
             self.run(instance_id, nudge), name=f"checks of instance {instance_id}"
         )
+
+    def confirm(self, spec: Mapping[str, Any], uid: str) -> None:
+        """Check this resource at once in its instance's loop, which :meth:`watch` started: a
+        resume of a resource whose status says it is in sync (``HandlerCall.settled``). Its
+        handler ends without waiting for Zomro, so that a restart over many resources does not
+        hold kopf's machinery for all of them until each instance has been listed; the loop
+        checks them one after another on one listing, as its drift checks do."""
+        instance_id = spec.get("instanceId")
+        if not isinstance(instance_id, str) or instance_id not in self._nudges:
+            return
+        self._confirming.setdefault(instance_id, set()).add(uid)
+        self._nudges[instance_id].set()
 
     @property
     def running(self) -> frozenset[str]:
@@ -209,6 +223,9 @@ class InstanceLoops:
                 soonest = min((at for at in changes.values() if at is not None), default=None)
                 due = min(drift_due, backups_due) - self._monotonic()
                 nudge.clear()
+                if confirming := self._confirming.pop(instance_id, None):
+                    await self._drift([m for m in members if m.uid in confirming])
+                    continue
 
                 async def nap(seconds: float) -> bool:
                     return await self._wait(nudge, seconds)
@@ -237,6 +254,7 @@ class InstanceLoops:
             if self._tasks.get(instance_id) is asyncio.current_task():
                 del self._tasks[instance_id]
                 del self._nudges[instance_id]
+                self._confirming.pop(instance_id, None)
 
     async def _drift(self, members: Iterable[Tracked]) -> None:
         for member in members:

@@ -1,8 +1,10 @@
 """Finding the Zomro credentials a resource should use, from Kubernetes Secrets.
 
 A Secret is re-read at most every ``ttl`` seconds, so a rotated Secret is picked up within that
-time. The last good value of every Secret is kept in memory: a deletion whose Secret is already
-gone (a whole namespace being deleted) can still remove its Zomro schedule.
+time, and read once however many resources ask for it at the same time: a restart over 10 000
+resources asked for one Secret 10 000 times at once, and each handler waited for its own read
+(docs/performance.md). The last good value of every Secret is kept in memory: a deletion whose
+Secret is already gone (a whole namespace being deleted) can still remove its Zomro schedule.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class CredentialStore:
         self._clock = clock
         self._entries: dict[SecretRef, _Entry] = {}
         self._last_good: dict[SecretRef, Credentials] = {}
+        self._reading: dict[SecretRef, asyncio.Task[_Entry]] = {}
 
     def ref_for(self, namespace: str, secret_name: str | None) -> SecretRef:
         if secret_name:
@@ -94,8 +97,7 @@ class CredentialStore:
         disappeared still yields the last value this process read from it."""
         entry = self._entries.get(ref)
         if entry is None or self._clock() - entry.read_at >= self._ttl:
-            entry = await self._read(ref)
-            self._entries[ref] = entry
+            entry = await self._shared_read(ref)
         if entry.credentials is not None:
             return entry.credentials
         if allow_last_known and ref in self._last_good:
@@ -103,7 +105,23 @@ class CredentialStore:
         assert entry.error is not None
         raise entry.error
 
+    async def _shared_read(self, ref: SecretRef) -> _Entry:
+        """The read of ``ref`` under way, else a new one: callers that come meanwhile share it.
+        A caller cancelled while waiting leaves the read to the others."""
+        reading = self._reading.get(ref)
+        if reading is None:
+            reading = self._reading[ref] = asyncio.create_task(
+                self._read(ref), name=f"read of Secret {ref}"
+            )
+            reading.add_done_callback(lambda _: self._reading.pop(ref, None))
+        return await asyncio.shield(reading)
+
     async def _read(self, ref: SecretRef) -> _Entry:
+        entry = await self._parsed(ref)
+        self._entries[ref] = entry
+        return entry
+
+    async def _parsed(self, ref: SecretRef) -> _Entry:
         data = await asyncio.to_thread(self._reader, ref.namespace, ref.name)
         now = self._clock()
         if data is None:

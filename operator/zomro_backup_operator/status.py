@@ -13,6 +13,8 @@ from zomro_backup_operator.time_zones import format_rfc3339
 from zomro_backup_operator.zomro.models import Schedule, ScheduleSpec, Weekday
 
 READY = "Ready"
+SYNCED = "Synced"
+"""The Ready condition's reason while Zomro holds what the spec asks for."""
 _CONDITION_FIELDS = ("status", "reason", "message", "observedGeneration")
 
 
@@ -52,7 +54,7 @@ def synced(
     runs = f"runs {_days(schedule.days)} at {schedule.time}"
     if wanted is not None and zone is not None:
         runs += f" on Zomro's clock ({_days(wanted.days)} at {wanted.time} {zone})"
-    return Readiness(True, "Synced", f"Zomro schedule {schedule.id} {schedule.name!r} {runs}")
+    return Readiness(True, SYNCED, f"Zomro schedule {schedule.id} {schedule.name!r} {runs}")
 
 
 def ready_condition(

@@ -328,3 +328,23 @@ def test_a_conditional_status_write_names_the_version_and_a_conflict_says_it_cha
         {"status": {"a": 1}, "metadata": {"resourceVersion": "8"}},
         {"status": {"a": 2}, "metadata": {"resourceVersion": "7"}},
     ]
+
+
+async def test_only_a_resource_in_sync_at_its_generation_is_settled(world: World) -> None:
+    res = world.resource()
+    await handling.ensure(world.rt, res, retry=0)
+    synced = status_after(res)
+    assert world.resource(synced).settled()
+
+    recreating = {"name": "nightly", "startedAt": "2026-12-01T10:00:00Z", "days": ["Monday"]}
+    unsettled = [
+        world.resource(synced, generation=2),  # a spec newer than the status
+        world.resource({k: v for k, v in synced.items() if k != "scheduleId"}),
+        world.resource({**synced, "pendingCreate": recreating}),  # a recreate under way
+        world.resource({**synced, "scheduleId": "14, 15"}),  # not a status the operator wrote
+        world.resource(synced, spec={**SPEC, "suspend": True}),
+        world.resource(
+            {**synced, "conditions": [{"type": "Ready", "status": "False", "reason": "AuthFailed"}]}
+        ),
+    ]
+    assert [candidate.settled() for candidate in unsettled] == [False] * len(unsettled)

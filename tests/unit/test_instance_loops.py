@@ -118,6 +118,35 @@ async def test_an_idle_instance_costs_one_listing_per_period_and_no_writes(world
     assert world.events == []
 
 
+async def test_resumed_resources_are_confirmed_at_once_on_one_listing(world: World) -> None:
+    # A restart resumes every resource; those in sync are confirmed by their instance's loop,
+    # at once rather than after its first period (0.5-1 of it), and on one listing.
+    resources = []
+    for name in ("a", "b", "c"):
+        res = world.resource(spec={**SPEC, "scheduleName": name})
+        res.name = name
+        await handling.ensure(world.rt, res, retry=0)
+        resources.append(world.tracked(status_after(res), spec=res.spec, name=name))
+    drifted = next(s for s in world.zomro.schedules.values() if s.name == "b")
+    world.zomro.schedules[drifted.id] = replace(drifted, time="05:00")
+    world.zomro.calls.clear()
+    world.kube.status_writes.clear()
+    run = Run(world, Index({INSTANCE: resources}), 10.0)  # ends long before the first period
+    run.slot.listed.fetched_at -= 1_000.0  # the listing is old: the restart lists again
+
+    run.loops.watch({"instanceId": INSTANCE}, run.index, {})
+    for tracked in resources[:2]:
+        run.loops.confirm(tracked.spec, tracked.uid)
+    run.loops.confirm({"instanceId": "5203774"}, "uid-elsewhere")  # no loop there: nothing
+    await run.until_done()
+
+    assert world.zomro.calls == ["list_schedules", "update_schedule"]
+    assert world.zomro.schedules[drifted.id].time == "02:01"
+    assert [reason for _, reason, _ in world.events][-1] == "DriftCorrected"
+    assert world.kube.status_writes == []  # its status already said 02:01
+    assert run.loops.running == frozenset()
+
+
 async def test_the_loop_moves_the_schedule_at_the_transition_and_writes_its_status(
     world: World,
 ) -> None:
