@@ -22,7 +22,7 @@ venv: $(STAMP) ## create .venv with the project and its test dependencies
 
 # hack/control-plane, hack/argocd and hack/bench are thin launchers of the hack/controlplane and
 # hack/argocdlib packages and of hack/bench.py: all are checked.
-HACK_PY := hack/devkit hack/controlplane hack/control-plane hack/argocdlib hack/argocd hack/bench.py hack/bench hack/memory_peak.py
+HACK_PY := hack/devkit hack/controlplane hack/control-plane hack/argocdlib hack/argocd hack/bench.py hack/bench hack/memory_peak.py hack/kopf_object_cost.py
 
 lint: $(STAMP) ## ruff lint and format check, and the import boundaries (lint-imports)
 	$(VENV)/bin/ruff check operator tests $(HACK_PY)
@@ -39,7 +39,7 @@ typecheck: $(STAMP) ## mypy --strict, the package, the tests and hack/control-pl
 	$(VENV)/bin/mypy tests/cluster tests/process tests/packaging
 	$(VENV)/bin/mypy hack/devkit hack/controlplane hack/control-plane
 	$(VENV)/bin/mypy hack/argocdlib hack/argocd
-	$(VENV)/bin/mypy --strict hack/bench.py hack/memory_peak.py
+	$(VENV)/bin/mypy --strict hack/bench.py hack/memory_peak.py hack/kopf_object_cost.py
 
 binaries: ## build (once) etcd, kube-apiserver, kubectl and helm into the cache
 	hack/control-plane build
