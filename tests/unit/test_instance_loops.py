@@ -98,13 +98,19 @@ async def test_a_pass_puts_back_a_schedule_changed_at_zomro_and_writes_its_statu
     assert world.zomro.calls.count("update_schedule") == 1
 
 
-async def test_an_idle_instance_costs_one_listing_per_period_and_no_writes(world: World) -> None:
+async def three_synced(world: World) -> list[Tracked]:
+    """Resources a, b and c on one instance, created and in sync, as the index holds them."""
     resources = []
     for name in ("a", "b", "c"):
         res = world.resource(spec={**SPEC, "scheduleName": name})
         res.name = name
         await handling.ensure(world.rt, res, retry=0)
         resources.append(world.tracked(status_after(res), spec=res.spec, name=name))
+    return resources
+
+
+async def test_an_idle_instance_costs_one_listing_per_period_and_no_writes(world: World) -> None:
+    resources = await three_synced(world)
     world.zomro.calls.clear()
     world.kube.status_writes.clear()
     world.events.clear()
@@ -121,12 +127,7 @@ async def test_an_idle_instance_costs_one_listing_per_period_and_no_writes(world
 async def test_resumed_resources_are_confirmed_at_once_on_one_listing(world: World) -> None:
     # A restart resumes every resource; those in sync are confirmed by their instance's loop,
     # at once rather than after its first period (0.5-1 of it), and on one listing.
-    resources = []
-    for name in ("a", "b", "c"):
-        res = world.resource(spec={**SPEC, "scheduleName": name})
-        res.name = name
-        await handling.ensure(world.rt, res, retry=0)
-        resources.append(world.tracked(status_after(res), spec=res.spec, name=name))
+    resources = await three_synced(world)
     drifted = next(s for s in world.zomro.schedules.values() if s.name == "b")
     world.zomro.schedules[drifted.id] = replace(drifted, time="05:00")
     world.zomro.calls.clear()
