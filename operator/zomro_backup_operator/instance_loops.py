@@ -219,13 +219,13 @@ class InstanceLoops:
         conversions: dict[str, _Conversion] = {}
         try:
             while members := self.members(instance_id):
-                changes = _next_changes(rt, members, conversions)
-                soonest = min((at for at in changes.values() if at is not None), default=None)
-                due = min(drift_due, backups_due) - self._monotonic()
                 nudge.clear()
                 if confirming := self._confirming.pop(instance_id, None):
                     await self._drift([m for m in members if m.uid in confirming])
                     continue
+                changes = _next_changes(rt, members, conversions)
+                soonest = min((at for at in changes.values() if at is not None), default=None)
+                due = min(drift_due, backups_due) - self._monotonic()
 
                 async def nap(seconds: float) -> bool:
                     return await self._wait(nudge, seconds)
